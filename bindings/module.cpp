@@ -1,0 +1,229 @@
+// lmcache._core: thin pybind11 bindings over the native runtime. Converts
+// Python inputs once, releases the GIL for all native work, and turns a
+// Status into an lmcache exception. Knows nothing of torch.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cache_runtime.h"
+#include "device_memory.h"
+#include "errors.h"
+#include "inputs.h"
+
+namespace py = pybind11;
+using namespace lmcache;
+
+namespace {
+
+DType ParseDType(const std::string& name) {
+  static const std::pair<const char*, DType> kNames[] = {
+      {"float32", DType::kFloat32},          {"float16", DType::kFloat16},
+      {"bfloat16", DType::kBFloat16},        {"float8_e4m3fn", DType::kFloat8E4M3},
+      {"float8_e5m2", DType::kFloat8E5M2},   {"uint8", DType::kUInt8}};
+  for (const auto& [n, d] : kNames) {
+    if (name == n) return d;
+  }
+  ThrowStatus(Status::InvalidArgument(
+      "unknown dtype '" + name + "' (allowed: float32, float16, bfloat16, float8_e4m3fn, float8_e5m2, uint8)"));
+}
+
+// Owns the runtime; Close() is explicit, and the destructor closes too.
+class PyRuntime {
+ public:
+  explicit PyRuntime(const RuntimeOptions& o) { Check(CacheRuntime::Create(o, &rt_)); }
+
+  void SetShape(uint32_t layers, uint32_t planes, uint32_t heads, uint32_t head_dim, const std::string& dtype) {
+    KVShape s{layers, planes, heads, head_dim, ParseDType(dtype)};
+    py::gil_scoped_release nogil;
+    Check(rt_->SetShape(s));
+  }
+
+  void RegisterLayout(const KVLayout& layout) {
+    py::gil_scoped_release nogil;
+    Check(rt_->RegisterLayout(layout));
+  }
+
+  std::vector<std::string> HashTokens(const py::object& tokens) {
+    TokenInput t(tokens);
+    std::vector<ChunkKey> keys;
+    {
+      py::gil_scoped_release nogil;
+      Check(rt_->HashTokens(t.data(), t.size(), &keys));
+    }
+    std::vector<std::string> out;
+    out.reserve(keys.size());
+    for (const auto& k : keys) out.push_back(k.Hex());
+    return out;
+  }
+
+  size_t Lookup(const py::object& tokens) {
+    TokenInput t(tokens);
+    size_t hit = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->Lookup(t.data(), t.size(), &hit));
+    return hit;
+  }
+
+  size_t Store(const py::object& tokens, const KVLayout& layout, const py::object& slots) {
+    TokenInput t(tokens);
+    SlotInput s(slots);
+    size_t stored = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->Store(t.data(), t.size(), layout, s.data(), s.size(), &stored));
+    return stored;
+  }
+
+  size_t Load(const py::object& tokens, const KVLayout& layout, const py::object& slots) {
+    TokenInput t(tokens);
+    SlotInput s(slots);
+    size_t loaded = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->Load(t.data(), t.size(), layout, s.data(), s.size(), &loaded));
+    return loaded;
+  }
+
+  size_t Pin(const py::object& tokens, bool pin) {
+    TokenInput t(tokens);
+    size_t count = 0;
+    py::gil_scoped_release nogil;
+    Check(pin ? rt_->Pin(t.data(), t.size(), &count) : rt_->Unpin(t.data(), t.size(), &count));
+    return count;
+  }
+
+  size_t Clear() {
+    size_t removed = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->Clear(&removed));
+    return removed;
+  }
+
+  void CorruptChunkForTesting(const std::string& hex) {
+    if (hex.size() != 32) ThrowStatus(Status::InvalidArgument("a key is 32 hex digits"));
+    ChunkKey k;
+    k.hi = std::stoull(hex.substr(0, 16), nullptr, 16);
+    k.lo = std::stoull(hex.substr(16), nullptr, 16);
+    Check(rt_->CorruptChunkForTesting(k));
+  }
+
+  py::dict Stats() const {
+    const RuntimeStats s = rt_->Stats();
+    py::dict d;
+    d["lookups"] = s.lookups;
+    d["lookup_tokens"] = s.lookup_tokens;
+    d["lookup_hit_tokens"] = s.lookup_hit_tokens;
+    d["store_calls"] = s.store_calls;
+    d["stored_chunks"] = s.stored_chunks;
+    d["store_skipped_chunks"] = s.store_skipped_chunks;
+    d["store_dropped_chunks"] = s.store_dropped_chunks;
+    d["load_calls"] = s.load_calls;
+    d["loaded_chunks"] = s.loaded_chunks;
+    d["loaded_tokens"] = s.loaded_tokens;
+    d["load_errors"] = s.load_errors;
+    d["evicted_chunks"] = s.evicted_chunks;
+    d["l1_used_bytes"] = s.l1_used_bytes;
+    d["l1_capacity_bytes"] = s.l1_capacity_bytes;
+    d["l1_chunks"] = s.l1_chunks;
+    return d;
+  }
+
+  void Close() {
+    py::gil_scoped_release nogil;
+    rt_->Close();
+  }
+  bool closed() const { return rt_->closed(); }
+  uint32_t chunk_size() const { return rt_->chunk_size(); }
+
+ private:
+  std::unique_ptr<CacheRuntime> rt_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "lmcache native runtime (thin bindings; see lmcache.CacheEngine for the Python API)";
+  RegisterExceptions(m);
+
+  py::class_<KVLayout>(m, "KVLayout", "Descriptor of a paged KV cache (see cpp/kv_layout.h).")
+      .def(py::init([](uint32_t num_layers, uint32_t num_planes, uint32_t num_heads, uint32_t head_dim,
+                       const std::string& dtype, uint32_t block_size, uint64_t num_blocks, int64_t stride_plane,
+                       int64_t stride_block, int64_t stride_token, int64_t stride_head,
+                       std::vector<uint64_t> layer_base) {
+             KVLayout l;
+             l.num_layers = num_layers;
+             l.num_planes = num_planes;
+             l.num_heads = num_heads;
+             l.head_dim = head_dim;
+             l.dtype = ParseDType(dtype);
+             l.block_size = block_size;
+             l.num_blocks = num_blocks;
+             l.stride_plane = stride_plane;
+             l.stride_block = stride_block;
+             l.stride_token = stride_token;
+             l.stride_head = stride_head;
+             l.layer_base = std::move(layer_base);
+             Check(l.Validate());
+             return l;
+           }),
+           py::kw_only(), py::arg("num_layers"), py::arg("num_planes"), py::arg("num_heads"), py::arg("head_dim"),
+           py::arg("dtype"), py::arg("block_size"), py::arg("num_blocks"), py::arg("stride_plane"),
+           py::arg("stride_block"), py::arg("stride_token"), py::arg("stride_head"), py::arg("layer_base"))
+      .def_readonly("num_layers", &KVLayout::num_layers)
+      .def_readonly("num_planes", &KVLayout::num_planes)
+      .def_readonly("num_heads", &KVLayout::num_heads)
+      .def_readonly("head_dim", &KVLayout::head_dim)
+      .def_readonly("block_size", &KVLayout::block_size)
+      .def_readonly("num_blocks", &KVLayout::num_blocks)
+      .def_property_readonly("dtype", [](const KVLayout& l) { return std::string(DTypeName(l.dtype)); })
+      .def_property_readonly("num_slots", &KVLayout::num_slots)
+      .def("__repr__", [](const KVLayout& l) {
+        return "KVLayout(layers=" + std::to_string(l.num_layers) + ", planes=" + std::to_string(l.num_planes) +
+               ", heads=" + std::to_string(l.num_heads) + ", head_dim=" + std::to_string(l.head_dim) +
+               ", dtype=" + DTypeName(l.dtype) + ", block_size=" + std::to_string(l.block_size) +
+               ", num_blocks=" + std::to_string(l.num_blocks) + ")";
+      });
+
+  py::class_<PyRuntime>(m, "Runtime", "The native cache runtime: keys, index, host tier, copy engine.")
+      .def(py::init([](uint32_t chunk_size, uint64_t l1_capacity_bytes, int num_threads,
+                       const std::string& eviction_policy, const std::string& model_id,
+                       const std::string& tenant_salt, uint32_t tp_rank, uint32_t tp_size,
+                       bool verify_l1_checksums) {
+             RuntimeOptions o;
+             o.chunk_size = chunk_size;
+             o.l1_capacity_bytes = l1_capacity_bytes;
+             o.num_threads = num_threads;
+             o.eviction_policy = eviction_policy;
+             o.model_id = model_id;
+             o.tenant_salt = tenant_salt;
+             o.tp_rank = tp_rank;
+             o.tp_size = tp_size;
+             o.verify_l1_checksums = verify_l1_checksums;
+             return std::make_unique<PyRuntime>(o);
+           }),
+           py::kw_only(), py::arg("chunk_size") = 256, py::arg("l1_capacity_bytes") = 1ull << 30,
+           py::arg("num_threads") = 0, py::arg("eviction_policy") = "lru", py::arg("model_id") = "",
+           py::arg("tenant_salt") = "", py::arg("tp_rank") = 0, py::arg("tp_size") = 1,
+           py::arg("verify_l1_checksums") = false)
+      .def("set_shape", &PyRuntime::SetShape, py::arg("num_layers"), py::arg("num_planes"), py::arg("num_heads"),
+           py::arg("head_dim"), py::arg("dtype"))
+      .def("register_layout", &PyRuntime::RegisterLayout, py::arg("layout"))
+      .def("hash_tokens", &PyRuntime::HashTokens, py::arg("tokens"),
+           "Hex keys of the whole chunks of `tokens`.")
+      .def("lookup", &PyRuntime::Lookup, py::arg("tokens"))
+      .def("store", &PyRuntime::Store, py::arg("tokens"), py::arg("layout"), py::arg("slots"))
+      .def("load", &PyRuntime::Load, py::arg("tokens"), py::arg("layout"), py::arg("slots"))
+      .def("pin", [](PyRuntime& r, const py::object& t) { return r.Pin(t, true); }, py::arg("tokens"))
+      .def("unpin", [](PyRuntime& r, const py::object& t) { return r.Pin(t, false); }, py::arg("tokens"))
+      .def("clear", &PyRuntime::Clear)
+      .def("corrupt_chunk_for_testing", &PyRuntime::CorruptChunkForTesting, py::arg("key_hex"))
+      .def("stats", &PyRuntime::Stats)
+      .def("close", &PyRuntime::Close)
+      .def_property_readonly("closed", &PyRuntime::closed)
+      .def_property_readonly("chunk_size", &PyRuntime::chunk_size);
+
+  m.def("cuda_device_available", &CudaDeviceAvailable);
+  m.def("device_backend", [] { return std::string(DeviceBackendName()); },
+        "'cuda' when built with the CUDA runtime, else 'none'.");
+}

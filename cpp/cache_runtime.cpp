@@ -1,0 +1,356 @@
+#include "cache_runtime.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace lmcache {
+
+std::string KVShape::ToString() const {
+  return "(layers=" + std::to_string(num_layers) + ", planes=" + std::to_string(num_planes) +
+         ", heads=" + std::to_string(num_heads) + ", head_dim=" + std::to_string(head_dim) +
+         ", dtype=" + DTypeName(dtype) +
+         (opaque_block_size ? ", opaque blocks of " + std::to_string(opaque_block_size) + " tokens" : std::string()) + ")";
+}
+
+Status CacheRuntime::Create(const RuntimeOptions& options, std::unique_ptr<CacheRuntime>* out) {
+  if (options.chunk_size == 0 || options.chunk_size > (1u << 20)) {
+    return Status::InvalidArgument("chunk_size must be in [1, 1048576], got " + std::to_string(options.chunk_size));
+  }
+  if (options.tp_size == 0 || options.tp_rank >= options.tp_size) {
+    return Status::InvalidArgument("tp_rank must be in [0, tp_size)");
+  }
+  if (!MakeEvictionPolicy(options.eviction_policy)) {
+    return Status::InvalidArgument("unknown eviction policy '" + options.eviction_policy + "' (allowed: lru)");
+  }
+  out->reset(new CacheRuntime(options));
+  return Status::Ok();
+}
+
+CacheRuntime::CacheRuntime(const RuntimeOptions& options)
+    : options_(options),
+      threads_(options.num_threads),
+      copy_(&threads_),
+      index_(MakeEvictionPolicy(options.eviction_policy)) {}
+
+CacheRuntime::~CacheRuntime() { Close(); }
+
+void CacheRuntime::Close() {
+  std::unique_lock<std::shared_mutex> lock(lifecycle_);  // waits for calls in flight
+  if (closed_.exchange(true)) return;
+  index_.RemoveAllIdle();
+  // Nothing can be in use now (no call is in flight), so the memory can go.
+  pool_.reset();
+}
+
+#define LMC_ENTER()                                            \
+  std::shared_lock<std::shared_mutex> _lifecycle(lifecycle_); \
+  if (closed_.load()) return Status::Closed()
+
+Status CacheRuntime::SetShape(const KVShape& s) {
+  LMC_ENTER();
+  if (s.num_layers == 0 || s.num_heads == 0 || s.head_dim == 0 || (s.num_planes != 1 && s.num_planes != 2) ||
+      DTypeSize(s.dtype) == 0) {
+    return Status::InvalidArgument("invalid KV shape " + s.ToString());
+  }
+  if (s.opaque_block_size != 0 && options_.chunk_size % s.opaque_block_size != 0) {
+    return Status::InvalidArgument("chunk_size " + std::to_string(options_.chunk_size) +
+                                   " must be a multiple of the engine's block size " +
+                                   std::to_string(s.opaque_block_size) + " for a cache that moves whole blocks");
+  }
+  std::lock_guard<std::mutex> lock(shape_mu_);
+  if (has_shape_.load()) {
+    if (s == shape_) return Status::Ok();
+    return Status::InvalidArgument("KV shape " + s.ToString() + " differs from the registered " + shape_.ToString());
+  }
+  const ChunkShape chunk{s.num_layers, s.num_planes, s.num_heads, s.head_dim, s.dtype, options_.chunk_size};
+  std::unique_ptr<HostPool> pool;
+  LMC_RETURN_IF_ERROR(HostPool::Create(chunk.record_bytes(), options_.l1_capacity_bytes, &pool));
+  NamespaceSpec ns;
+  ns.model_id = options_.model_id;
+  ns.num_layers = s.num_layers;
+  ns.num_planes = s.num_planes;
+  ns.num_heads = s.num_heads;
+  ns.head_dim = s.head_dim;
+  ns.dtype = static_cast<uint32_t>(s.dtype);
+  ns.layout_version = kChunkFormatVersion;
+  ns.opaque_block_size = s.opaque_block_size;
+  ns.tp_rank = options_.tp_rank;
+  ns.tp_size = options_.tp_size;
+  ns.tenant_salt = options_.tenant_salt;
+  shape_ = s;
+  seed_ = NamespaceSeed(ns);
+  pool_ = std::move(pool);
+  has_shape_.store(true, std::memory_order_release);
+  return Status::Ok();
+}
+
+Status CacheRuntime::RegisterLayout(const KVLayout& layout) {
+  LMC_RETURN_IF_ERROR(layout.Validate());
+  return SetShape(KVShape::Of(layout));
+}
+
+Status CacheRuntime::CheckLayout(const KVLayout& layout) const {
+  LMC_RETURN_IF_ERROR(layout.Validate());
+  if (!(KVShape::Of(layout) == shape_)) {
+    return Status::InvalidArgument("KV layout shape " + KVShape::Of(layout).ToString() +
+                                   " differs from the registered " + shape_.ToString());
+  }
+  return Status::Ok();
+}
+
+Status CacheRuntime::HashLocked(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) const {
+  if (!has_shape_.load(std::memory_order_acquire)) {
+    return Status::InvalidState("the KV shape is not known yet: register the KV cache (or set the shape) first");
+  }
+  if (n > 0 && tokens == nullptr) return Status::InvalidArgument("tokens is null");
+  keys->clear();
+  HashChunks(seed_, tokens, n, options_.chunk_size, keys);
+  return Status::Ok();
+}
+
+Status CacheRuntime::HashTokens(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) {
+  LMC_ENTER();
+  return HashLocked(tokens, n, keys);
+}
+
+Status CacheRuntime::Lookup(const uint32_t* tokens, size_t n, size_t* hit_tokens) {
+  LMC_ENTER();
+  std::vector<ChunkKey> keys;
+  LMC_RETURN_IF_ERROR(HashLocked(tokens, n, &keys));
+  const size_t hits = index_.CountPrefixHits(keys.data(), keys.size());
+  *hit_tokens = hits * options_.chunk_size;
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.lookups++;
+  stats_.lookup_tokens += n;
+  stats_.lookup_hit_tokens += *hit_tokens;
+  return Status::Ok();
+}
+
+int64_t CacheRuntime::AllocateSlab() {
+  for (;;) {
+    const int64_t slab = pool_->Allocate();
+    if (slab != HostPool::kNoSlab) return slab;
+    ChunkKey victim;
+    Entry removed;
+    if (!index_.EvictOne(&victim, &removed)) return HostPool::kNoSlab;
+    FreeEntry(removed);
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.evicted_chunks++;
+  }
+}
+
+void CacheRuntime::FreeEntry(const Entry& e) {
+  if (e.tier == Tier::kHost && e.location >= 0) {
+    // A failure here is a bookkeeping bug; there is no caller to report it to
+    // and nothing to undo, so the slab is simply not reused.
+    (void)pool_->Free(e.location);
+  }
+}
+
+namespace {
+Status CheckSlots(const int64_t* slots, size_t n, uint64_t num_slots) {
+  if (n > 0 && slots == nullptr) return Status::InvalidArgument("slot mapping is null");
+  for (size_t i = 0; i < n; ++i) {
+    if (slots[i] >= 0 && uint64_t(slots[i]) >= num_slots) {
+      return Status::InvalidArgument("slot " + std::to_string(slots[i]) + " of token " + std::to_string(i) +
+                                     " is outside the KV cache (" + std::to_string(num_slots) + " slots)");
+    }
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+Status CacheRuntime::Store(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout,
+                           const int64_t* slots, size_t num_slots, size_t* stored_tokens) {
+  LMC_ENTER();
+  *stored_tokens = 0;
+  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
+  std::vector<ChunkKey> keys;
+  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_slots, &keys));
+  LMC_RETURN_IF_ERROR(CheckLayout(layout));
+  LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
+
+  const uint32_t cs = options_.chunk_size;
+  const ChunkShape shape = ChunkShape::FromLayout(layout, cs);
+  // Validate everything before reserving anything: an error must leave no trace.
+  for (size_t c = 0; layout.opaque_blocks() && c < keys.size(); ++c) {
+    if (!BlockSlotsConsistent(slots + c * cs, cs, layout.block_size, true)) {
+      return Status::InvalidArgument("chunk " + std::to_string(c) +
+                                     " does not cover whole engine blocks in order; this cache moves whole blocks");
+    }
+  }
+  std::vector<ChunkTransfer> transfers;
+  std::vector<size_t> chunk_of;  // transfer -> chunk index
+  std::vector<uint64_t> checksums(keys.size());
+  uint64_t skipped = 0, dropped = 0;
+  for (size_t c = 0; c < keys.size(); ++c) {
+    const int64_t* chunk_slots = slots + c * cs;
+    if (std::any_of(chunk_slots, chunk_slots + cs, [](int64_t s) { return s < 0; })) continue;
+    if (index_.ContainsReady(keys[c])) {
+      ++skipped;
+      continue;
+    }
+    const int64_t slab = AllocateSlab();
+    if (slab == HostPool::kNoSlab) {
+      ++dropped;
+      continue;
+    }
+    Entry e;
+    e.tier = Tier::kHost;
+    e.location = slab;
+    e.bytes = shape.record_bytes();
+    e.num_tokens = cs;
+    if (!index_.Reserve(keys[c], e)) {  // another call is writing or just wrote it
+      (void)pool_->Free(slab);
+      ++skipped;
+      continue;
+    }
+    ChunkTransfer t;
+    t.payload = pool_->SlabAddress(slab) + sizeof(ChunkHeader);
+    t.slots = chunk_slots;
+    t.payload_tokens = cs;
+    t.num_tokens = cs;
+    t.checksum_out = &checksums[c];
+    transfers.push_back(t);
+    chunk_of.push_back(c);
+  }
+
+  copy_.Gather(layout, transfers);  // no lock held
+
+  for (size_t i = 0; i < transfers.size(); ++i) {
+    const size_t c = chunk_of[i];
+    const ChunkHeader h = MakeHeader(shape, keys[c], checksums[c]);
+    std::memcpy(transfers[i].payload - sizeof(ChunkHeader), &h, sizeof(h));
+    LMC_RETURN_IF_ERROR(index_.Commit(keys[c]));
+  }
+  *stored_tokens = transfers.size() * cs;
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.store_calls++;
+  stats_.stored_chunks += transfers.size();
+  stats_.store_skipped_chunks += skipped;
+  stats_.store_dropped_chunks += dropped;
+  return Status::Ok();
+}
+
+Status CacheRuntime::Load(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
+                          size_t num_slots, size_t* loaded_tokens) {
+  LMC_ENTER();
+  *loaded_tokens = 0;
+  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
+  std::vector<ChunkKey> keys;
+  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_tokens, &keys));
+  LMC_RETURN_IF_ERROR(CheckLayout(layout));
+  LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
+
+  const uint32_t cs = options_.chunk_size;
+  const ChunkShape shape = ChunkShape::FromLayout(layout, cs);
+  const size_t wanted_chunks = std::min(keys.size(), (num_slots + cs - 1) / cs);
+  for (size_t c = 0; layout.opaque_blocks() && c < wanted_chunks; ++c) {
+    const uint32_t n = static_cast<uint32_t>(std::min<size_t>(cs, num_slots - c * cs));
+    if (!BlockSlotsConsistent(slots + c * cs, n, layout.block_size, true)) {
+      return Status::InvalidArgument("chunk " + std::to_string(c) +
+                                     " does not map to whole engine blocks in order; this cache moves whole blocks");
+    }
+  }
+  std::vector<ChunkTransfer> transfers;
+  std::vector<ChunkKey> acquired;
+  std::vector<ChunkKey> corrupt;
+  for (size_t c = 0; c < wanted_chunks; ++c) {
+    Entry e;
+    if (!index_.Acquire(keys[c], &e)) break;  // the prefix ends at the first miss
+    const uint8_t* record = pool_->SlabAddress(e.location);
+    ChunkHeader h;
+    std::memcpy(&h, record, sizeof(h));
+    Status valid = ValidateHeader(h, shape, keys[c]);
+    if (valid.ok() && options_.verify_l1_checksums &&
+        PayloadChecksum(record + sizeof(ChunkHeader), shape) != h.checksum) {
+      valid = Status::Corrupt("payload checksum mismatch");
+    }
+    acquired.push_back(keys[c]);
+    if (!valid.ok()) {
+      corrupt.push_back(keys[c]);
+      break;
+    }
+    ChunkTransfer t;
+    t.payload = const_cast<uint8_t*>(record) + sizeof(ChunkHeader);
+    t.slots = slots + c * cs;
+    t.payload_tokens = cs;
+    t.num_tokens = static_cast<uint32_t>(std::min<size_t>(cs, num_slots - c * cs));
+    transfers.push_back(t);
+  }
+
+  copy_.Scatter(layout, transfers);  // readers hold references: nothing is evicted under us
+
+  for (const ChunkKey& k : acquired) (void)index_.Release(k);
+  // A record that failed validation is dropped so nobody is offered it again.
+  for (const ChunkKey& k : corrupt) {
+    Entry removed;
+    if (index_.RemoveIfIdle(k, &removed)) FreeEntry(removed);
+  }
+  size_t loaded = 0;
+  for (const ChunkTransfer& t : transfers) loaded += t.num_tokens;
+  *loaded_tokens = loaded;
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.load_calls++;
+  stats_.loaded_chunks += transfers.size();
+  stats_.loaded_tokens += loaded;
+  stats_.load_errors += corrupt.size();
+  return Status::Ok();
+}
+
+Status CacheRuntime::Pin(const uint32_t* tokens, size_t n, size_t* count) {
+  LMC_ENTER();
+  *count = 0;
+  std::vector<ChunkKey> keys;
+  LMC_RETURN_IF_ERROR(HashLocked(tokens, n, &keys));
+  for (const ChunkKey& k : keys) {
+    if (!index_.Pin(k).ok()) break;
+    ++*count;
+  }
+  return Status::Ok();
+}
+
+Status CacheRuntime::Unpin(const uint32_t* tokens, size_t n, size_t* count) {
+  LMC_ENTER();
+  *count = 0;
+  std::vector<ChunkKey> keys;
+  LMC_RETURN_IF_ERROR(HashLocked(tokens, n, &keys));
+  for (const ChunkKey& k : keys) {
+    if (index_.Unpin(k).ok()) ++*count;
+  }
+  return Status::Ok();
+}
+
+Status CacheRuntime::Clear(size_t* removed) {
+  LMC_ENTER();
+  std::vector<Entry> entries = index_.RemoveAllIdle();
+  for (const Entry& e : entries) FreeEntry(e);
+  *removed = entries.size();
+  return Status::Ok();
+}
+
+Status CacheRuntime::CorruptChunkForTesting(const ChunkKey& key) {
+  LMC_ENTER();
+  Entry e;
+  if (!index_.Acquire(key, &e)) return Status::NotFound("key " + key.Hex() + " is not cached");
+  pool_->SlabAddress(e.location)[sizeof(ChunkHeader) + e.bytes / 3] ^= 0x5A;
+  return index_.Release(key);
+}
+
+RuntimeStats CacheRuntime::Stats() const {
+  RuntimeStats s;
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    s = stats_;
+  }
+  std::shared_lock<std::shared_mutex> lifecycle(lifecycle_);  // pool_ stays alive while we read it
+  s.l1_capacity_bytes = options_.l1_capacity_bytes;
+  s.l1_chunks = index_.size();
+  if (pool_) {
+    s.l1_capacity_bytes = pool_->num_slabs() * pool_->slab_bytes();
+    s.l1_used_bytes = (pool_->num_slabs() - pool_->num_free()) * pool_->slab_bytes();
+  }
+  return s;
+}
+
+}  // namespace lmcache

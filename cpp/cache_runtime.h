@@ -1,0 +1,154 @@
+// The native runtime behind lmcache.CacheEngine and the C API: chunk keys,
+// the index, the host-memory tier (L1) and the copy engine, tied together.
+//
+// Thread-safety: every public method may be called from any thread at any
+// time. Close() waits for calls in flight and makes later calls fail with
+// kClosed. No lock is held while data is copied.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "chunk_format.h"
+#include "chunk_key.h"
+#include "copy_engine.h"
+#include "host_pool.h"
+#include "index.h"
+#include "kv_layout.h"
+#include "status.h"
+#include "thread_pool.h"
+
+namespace lmcache {
+
+struct RuntimeOptions {
+  uint32_t chunk_size = 256;              // tokens per stored chunk
+  uint64_t l1_capacity_bytes = 1ull << 30;
+  int num_threads = 0;                    // copy threads; <= 0: one per hardware thread
+  std::string eviction_policy = "lru";
+  std::string model_id;
+  std::string tenant_salt;
+  uint32_t tp_rank = 0;
+  uint32_t tp_size = 1;
+  // Verify the payload checksum on every L1 load (L1 is our own memory, so
+  // this only guards against bugs and stray writes; lower tiers always verify).
+  bool verify_l1_checksums = false;
+};
+
+// What the KV cache stores per token: fixes the key namespace and slab size.
+struct KVShape {
+  uint32_t num_layers = 0;
+  uint32_t num_planes = 2;
+  uint32_t num_heads = 0;
+  uint32_t head_dim = 0;
+  DType dtype = DType::kBFloat16;
+  // 0: payload is token-major; N > 0: payload keeps whole engine blocks of N
+  // tokens in the engine's own arrangement (KVLayout::opaque_block_bytes).
+  uint32_t opaque_block_size = 0;
+
+  static KVShape Of(const KVLayout& l) {
+    return {l.num_layers, l.num_planes, l.num_heads, l.head_dim, l.dtype, l.opaque_blocks() ? l.block_size : 0};
+  }
+  bool operator==(const KVShape& o) const {
+    return num_layers == o.num_layers && num_planes == o.num_planes && num_heads == o.num_heads &&
+           head_dim == o.head_dim && dtype == o.dtype && opaque_block_size == o.opaque_block_size;
+  }
+  std::string ToString() const;
+};
+
+struct RuntimeStats {
+  uint64_t lookups = 0;
+  uint64_t lookup_tokens = 0;       // tokens asked about
+  uint64_t lookup_hit_tokens = 0;   // tokens found
+  uint64_t store_calls = 0;
+  uint64_t stored_chunks = 0;
+  uint64_t store_skipped_chunks = 0;  // already cached, or being written by another call
+  uint64_t store_dropped_chunks = 0;  // no space even after eviction
+  uint64_t load_calls = 0;
+  uint64_t loaded_chunks = 0;
+  uint64_t loaded_tokens = 0;
+  uint64_t load_errors = 0;           // records that failed validation (dropped)
+  uint64_t evicted_chunks = 0;
+  uint64_t l1_used_bytes = 0;
+  uint64_t l1_capacity_bytes = 0;
+  uint64_t l1_chunks = 0;
+};
+
+class CacheRuntime {
+ public:
+  static Status Create(const RuntimeOptions& options, std::unique_ptr<CacheRuntime>* out);
+  ~CacheRuntime();
+
+  // Fixes the per-token KV shape (and so the key namespace and the slab size).
+  // Idempotent for the same shape; a different shape is an error.
+  Status SetShape(const KVShape& shape);
+  // Validates a layout and fixes its shape (SetShape). Pointers are not kept:
+  // every Store/Load passes the layout it wants to use.
+  Status RegisterLayout(const KVLayout& layout);
+
+  // Keys of the whole chunks of tokens[0, n).
+  Status HashTokens(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys);
+
+  // Number of leading tokens of tokens[0, n) held in the cache (a multiple of chunk_size).
+  Status Lookup(const uint32_t* tokens, size_t n, size_t* hit_tokens);
+
+  // Stores each whole chunk of tokens[0, num_slots) whose slots are all >= 0
+  // and that is not cached yet. slots[i] is token i's slot in `layout`.
+  // `num_tokens` >= num_slots. Chunks that find no space are dropped and counted.
+  Status Store(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
+               size_t num_slots, size_t* stored_tokens);
+
+  // Loads the cached prefix of tokens[0, num_tokens) into `layout`, for the first
+  // num_slots tokens; tokens with a negative slot are skipped. *loaded_tokens:
+  // leading tokens (<= num_slots) now valid in the engine cache. A chunk that
+  // vanished or failed validation ends the prefix there (never wrong data).
+  Status Load(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
+              size_t num_slots, size_t* loaded_tokens);
+
+  // Pin / unpin the cached chunks of a prefix; *count: chunks affected.
+  Status Pin(const uint32_t* tokens, size_t n, size_t* count);
+  Status Unpin(const uint32_t* tokens, size_t n, size_t* count);
+
+  // Drops every chunk not in use or pinned.
+  Status Clear(size_t* removed);
+  // Test hook: flips one payload byte of a cached chunk, as a stray write or
+  // bit rot would. kNotFound when absent.
+  Status CorruptChunkForTesting(const ChunkKey& key);
+
+  RuntimeStats Stats() const;
+  uint32_t chunk_size() const { return options_.chunk_size; }
+  const RuntimeOptions& options() const { return options_; }
+  bool closed() const { return closed_.load(); }
+  void Close();
+
+ private:
+  explicit CacheRuntime(const RuntimeOptions& options);
+  Status CheckLayout(const KVLayout& layout) const;
+  Status HashLocked(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) const;
+  int64_t AllocateSlab();
+  void FreeEntry(const Entry& e);
+
+  const RuntimeOptions options_;
+  mutable std::shared_mutex lifecycle_;  // shared: calls in flight; exclusive: Close
+  std::atomic<bool> closed_{false};
+
+  mutable std::mutex shape_mu_;
+  std::atomic<bool> has_shape_{false};  // set once (release) after shape_, seed_, pool_
+  KVShape shape_;
+  ChunkKey seed_;
+  std::unique_ptr<HostPool> pool_;
+
+  ThreadPool threads_;
+  CopyEngine copy_;
+  Index index_;
+
+  mutable std::mutex stats_mu_;
+  RuntimeStats stats_;  // guarded by stats_mu_ (pool gauges filled in by Stats())
+};
+
+}  // namespace lmcache

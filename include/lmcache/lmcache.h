@@ -1,0 +1,135 @@
+/*
+ * lmcache C API: a KV-cache layer for LLM serving engines.
+ *
+ * Opaque handles, status codes, no exceptions across the boundary. Every
+ * function returns an lmc_status; on failure the message is kept per thread
+ * and returned by lmc_last_error() until the next failing call on that thread.
+ * All functions are thread-safe on the same engine.
+ *
+ * Typical use:
+ *   lmc_config cfg; lmc_config_init(&cfg); cfg.model_id = "my-model";
+ *   lmc_engine* e; lmc_engine_create(&cfg, &e);
+ *   lmc_kv_layout layout = {...};            // describe your paged KV cache
+ *   lmc_engine_register_kv(e, &layout);
+ *   lmc_lookup(e, tokens, n, &hit);          // leading tokens cached
+ *   lmc_load(e, tokens, n, &layout, slots, n_slots, &loaded);
+ *   lmc_store(e, tokens, n, &layout, slots, n_slots, &stored);
+ *   lmc_engine_destroy(e);
+ */
+#ifndef LMCACHE_LMCACHE_H_
+#define LMCACHE_LMCACHE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LMC_API __attribute__((visibility("default")))
+
+typedef enum {
+  LMC_OK = 0,
+  LMC_ERR_INVALID_ARGUMENT = 1,
+  LMC_ERR_OUT_OF_MEMORY = 2,
+  LMC_ERR_NOT_FOUND = 3,
+  LMC_ERR_IO = 4,
+  LMC_ERR_CLOSED = 5,
+  LMC_ERR_CORRUPT = 6,
+  LMC_ERR_INVALID_STATE = 7,
+  LMC_ERR_INTERNAL = 8
+} lmc_status;
+
+typedef enum {
+  LMC_DTYPE_FLOAT32 = 1,
+  LMC_DTYPE_FLOAT16 = 2,
+  LMC_DTYPE_BFLOAT16 = 3,
+  LMC_DTYPE_FLOAT8_E4M3 = 4,
+  LMC_DTYPE_FLOAT8_E5M2 = 5,
+  LMC_DTYPE_UINT8 = 6
+} lmc_dtype;
+
+typedef struct lmc_engine lmc_engine;
+
+typedef struct {
+  uint32_t chunk_size;          /* tokens per chunk (default 256) */
+  uint64_t l1_capacity_bytes;   /* host memory tier size (default 1 GiB) */
+  int32_t num_threads;          /* copy threads; <= 0: one per CPU */
+  const char* model_id;         /* part of every key; may be NULL */
+  const char* tenant_salt;      /* isolates tenants; may be NULL */
+  uint32_t tp_rank;
+  uint32_t tp_size;
+} lmc_config;
+
+/*
+ * A paged KV cache. The vector of (layer l, plane p, slot s, head h) starts at
+ *   layer_base[l] + p*stride_plane + (s / block_size)*stride_block
+ *                 + (s % block_size)*stride_token + h*stride_head
+ * and holds head_dim contiguous elements. Strides are in bytes.
+ */
+typedef struct {
+  uint32_t num_layers;
+  uint32_t num_planes;          /* 2: K and V; 1: MLA */
+  uint32_t num_heads;
+  uint32_t head_dim;
+  lmc_dtype dtype;
+  uint32_t block_size;
+  uint64_t num_blocks;
+  int64_t stride_plane;
+  int64_t stride_block;
+  int64_t stride_token;
+  int64_t stride_head;
+  const uint64_t* layer_base;   /* num_layers addresses */
+} lmc_kv_layout;
+
+typedef struct {
+  uint64_t lookups;
+  uint64_t lookup_tokens;
+  uint64_t lookup_hit_tokens;
+  uint64_t stored_chunks;
+  uint64_t store_dropped_chunks;
+  uint64_t loaded_chunks;
+  uint64_t loaded_tokens;
+  uint64_t load_errors;
+  uint64_t evicted_chunks;
+  uint64_t l1_used_bytes;
+  uint64_t l1_capacity_bytes;
+  uint64_t l1_chunks;
+} lmc_stats;
+
+/* Fills *config with the defaults. */
+LMC_API void lmc_config_init(lmc_config* config);
+
+LMC_API lmc_status lmc_engine_create(const lmc_config* config, lmc_engine** out);
+/* Waits for calls in flight, then frees everything. NULL is accepted. */
+LMC_API void lmc_engine_destroy(lmc_engine* engine);
+
+/* Fixes the KV shape (layers, planes, heads, head_dim, dtype); required before
+ * lookup/store/load. Registering again with the same shape is allowed. */
+LMC_API lmc_status lmc_engine_register_kv(lmc_engine* engine, const lmc_kv_layout* layout);
+
+/* *hit_tokens: leading tokens of tokens[0, num_tokens) that are cached. */
+LMC_API lmc_status lmc_lookup(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens, size_t* hit_tokens);
+
+/* Stores whole chunks of tokens[0, num_slots); slots[i] is token i's slot. */
+LMC_API lmc_status lmc_store(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens,
+                             const lmc_kv_layout* layout, const int64_t* slots, size_t num_slots,
+                             size_t* stored_tokens);
+
+/* Loads the cached prefix into the first num_slots tokens' slots (negative slots skipped). */
+LMC_API lmc_status lmc_load(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens,
+                            const lmc_kv_layout* layout, const int64_t* slots, size_t num_slots,
+                            size_t* loaded_tokens);
+
+LMC_API lmc_status lmc_get_stats(lmc_engine* engine, lmc_stats* out);
+
+/* Message of the last failing call on this thread ("" if none). Valid until
+ * the next lmcache call on this thread. */
+LMC_API const char* lmc_last_error(void);
+LMC_API const char* lmc_status_name(lmc_status status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LMCACHE_LMCACHE_H_ */
