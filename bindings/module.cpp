@@ -150,7 +150,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](uint32_t num_layers, uint32_t num_planes, uint32_t num_heads, uint32_t head_dim,
                        const std::string& dtype, uint32_t block_size, uint64_t num_blocks, int64_t stride_plane,
                        int64_t stride_block, int64_t stride_token, int64_t stride_head,
-                       std::vector<uint64_t> layer_base) {
+                       std::vector<uint64_t> layer_base, uint64_t opaque_block_bytes) {
              KVLayout l;
              l.num_layers = num_layers;
              l.num_planes = num_planes;
@@ -164,12 +164,13 @@ PYBIND11_MODULE(_core, m) {
              l.stride_token = stride_token;
              l.stride_head = stride_head;
              l.layer_base = std::move(layer_base);
+             l.opaque_block_bytes = opaque_block_bytes;
              Check(l.Validate());
              return l;
            }),
            py::kw_only(), py::arg("num_layers"), py::arg("num_planes"), py::arg("num_heads"), py::arg("head_dim"),
            py::arg("dtype"), py::arg("block_size"), py::arg("num_blocks"), py::arg("stride_plane"),
-           py::arg("stride_block"), py::arg("stride_token"), py::arg("stride_head"), py::arg("layer_base"))
+           py::arg("stride_block"), py::arg("stride_token"), py::arg("stride_head"), py::arg("layer_base"), py::arg("opaque_block_bytes") = 0)
       .def_readonly("num_layers", &KVLayout::num_layers)
       .def_readonly("num_planes", &KVLayout::num_planes)
       .def_readonly("num_heads", &KVLayout::num_heads)
@@ -178,6 +179,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("num_blocks", &KVLayout::num_blocks)
       .def_property_readonly("dtype", [](const KVLayout& l) { return std::string(DTypeName(l.dtype)); })
       .def_property_readonly("num_slots", &KVLayout::num_slots)
+      .def_readonly("opaque_block_bytes", &KVLayout::opaque_block_bytes)
       .def("__repr__", [](const KVLayout& l) {
         return "KVLayout(layers=" + std::to_string(l.num_layers) + ", planes=" + std::to_string(l.num_planes) +
                ", heads=" + std::to_string(l.num_heads) + ", head_dim=" + std::to_string(l.head_dim) +

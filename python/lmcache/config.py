@@ -1,0 +1,154 @@
+"""One typed, frozen configuration for lmcache.
+
+Sources, later ones winning: the defaults below, a YAML file (``path`` or the
+``LMCACHE_CONFIG_FILE`` environment variable), ``LMCACHE_<KEY>`` environment
+variables, and a dict of overrides (an engine's extra-config). Every key is a
+field name; unknown keys and bad values raise :class:`ConfigError` naming the
+key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from lmcache.errors import ConfigError
+
+ENV_PREFIX = "LMCACHE_"
+ENV_CONFIG_FILE = "LMCACHE_CONFIG_FILE"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _field(default: Any, doc: str, *, minimum: Optional[float] = None, choices: Optional[tuple] = None):
+    return field(default=default, metadata={"doc": doc, "minimum": minimum, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Config:
+    chunk_size: int = _field(256, "Tokens per stored chunk.", minimum=1)
+    l1_capacity_gb: float = _field(2.0, "Size of the host-memory tier (L1) in GiB.", minimum=0.0)
+    num_copy_threads: int = _field(0, "Threads for CPU copies; 0 means one per CPU.", minimum=0)
+    eviction_policy: str = _field("lru", "How L1 chooses what to evict.", choices=("lru",))
+    model_id: str = _field("", "Model name in every key; engines fill it in when empty.")
+    tenant_salt: str = _field("", "Isolates tenants: different salts never share entries.")
+    verify_l1_checksums: bool = _field(False, "Verify the payload checksum on every L1 load (slower).")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f, getattr(self, f.name)))
+
+    # ------------------------------------------------------------------ sources
+    @classmethod
+    def load(
+        cls,
+        path: Optional[str] = None,
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        overrides: Optional[Mapping[str, Any]] = None,
+    ) -> "Config":
+        """Builds a config from defaults < YAML file < environment < overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = path or env.get(ENV_CONFIG_FILE)
+        if path:
+            values.update(_read_yaml(path))
+        values.update(_read_env(env))
+        if overrides:
+            values.update(_check_keys(dict(overrides), "overrides"))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Config":
+        _check_keys(changes, "replace()")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line per key: name, type, default and doc."""
+        lines = []
+        for f in dataclasses.fields(cls):
+            lines.append(f"{f.name} ({f.type}, default {f.default!r}): {f.metadata['doc']}")
+        return "\n".join(lines)
+
+
+def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
+    allowed = set(Config.keys())
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(f"unknown config key {key!r} in {source}; allowed keys: {', '.join(sorted(allowed))}")
+    return values
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path!r}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping of keys to values")
+    return _check_keys(data, f"config file {path!r}")
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        if key not in Config.keys():
+            raise ConfigError(
+                f"unknown environment variable {name}; allowed: "
+                + ", ".join(ENV_PREFIX + k.upper() for k in Config.keys())
+                + f", {ENV_CONFIG_FILE}"
+            )
+        values[key] = raw
+    return values
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Converts `value` (maybe a string from the environment) to the field's type and checks it."""
+    name, kind = f.name, f.type
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                out: Any = value
+            elif isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                out = value.strip().lower() in _TRUE
+            else:
+                raise ValueError
+        elif kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out = int(value)
+        elif kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ValueError
+            out = value
+    except (TypeError, ValueError):
+        allowed = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}[kind]
+        raise ConfigError(f"config key {name!r}: {value!r} is not {allowed}") from None
+    minimum = f.metadata["minimum"]
+    if minimum is not None and out < minimum:
+        raise ConfigError(f"config key {name!r}: {out!r} is below the minimum {minimum}")
+    choices = f.metadata["choices"]
+    if choices is not None and out not in choices:
+        raise ConfigError(f"config key {name!r}: {out!r} is not one of {', '.join(map(repr, choices))}")
+    return out

