@@ -30,6 +30,16 @@ DType ParseDType(const std::string& name) {
       "unknown dtype '" + name + "' (allowed: float32, float16, bfloat16, float8_e4m3fn, float8_e5m2, uint8)"));
 }
 
+ChunkKey ParseKey(const std::string& hex) {
+  if (hex.size() != 32 || hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    ThrowStatus(Status::InvalidArgument("a key is 32 lowercase hex digits, got '" + hex + "'"));
+  }
+  ChunkKey k;
+  k.hi = std::stoull(hex.substr(0, 16), nullptr, 16);
+  k.lo = std::stoull(hex.substr(16), nullptr, 16);
+  return k;
+}
+
 // Owns the runtime; Close() is explicit, and the destructor closes too.
 class PyRuntime {
  public:
@@ -100,13 +110,8 @@ class PyRuntime {
     return removed;
   }
 
-  void CorruptChunkForTesting(const std::string& hex) {
-    if (hex.size() != 32) ThrowStatus(Status::InvalidArgument("a key is 32 hex digits"));
-    ChunkKey k;
-    k.hi = std::stoull(hex.substr(0, 16), nullptr, 16);
-    k.lo = std::stoull(hex.substr(16), nullptr, 16);
-    Check(rt_->CorruptChunkForTesting(k));
-  }
+  void CorruptChunkForTesting(const std::string& hex) { Check(rt_->CorruptChunkForTesting(ParseKey(hex))); }
+  void DropChunkForTesting(const std::string& hex) { Check(rt_->DropChunkForTesting(ParseKey(hex))); }
 
   py::dict Stats() const {
     const RuntimeStats s = rt_->Stats();
@@ -220,6 +225,7 @@ PYBIND11_MODULE(_core, m) {
       .def("unpin", [](PyRuntime& r, const py::object& t) { return r.Pin(t, false); }, py::arg("tokens"))
       .def("clear", &PyRuntime::Clear)
       .def("corrupt_chunk_for_testing", &PyRuntime::CorruptChunkForTesting, py::arg("key_hex"))
+      .def("drop_chunk_for_testing", &PyRuntime::DropChunkForTesting, py::arg("key_hex"))
       .def("stats", &PyRuntime::Stats)
       .def("close", &PyRuntime::Close)
       .def_property_readonly("closed", &PyRuntime::closed)

@@ -337,6 +337,14 @@ Status CacheRuntime::CorruptChunkForTesting(const ChunkKey& key) {
   return index_.Release(key);
 }
 
+Status CacheRuntime::DropChunkForTesting(const ChunkKey& key) {
+  LMC_ENTER();
+  Entry removed;
+  if (!index_.RemoveIfIdle(key, &removed)) return Status::NotFound("key " + key.Hex() + " is not cached or in use");
+  FreeEntry(removed);
+  return Status::Ok();
+}
+
 RuntimeStats CacheRuntime::Stats() const {
   RuntimeStats s;
   {

@@ -119,6 +119,8 @@ class CacheRuntime {
   // Test hook: flips one payload byte of a cached chunk, as a stray write or
   // bit rot would. kNotFound when absent.
   Status CorruptChunkForTesting(const ChunkKey& key);
+  // Test hook: removes a cached chunk as eviction would. kNotFound when absent or in use.
+  Status DropChunkForTesting(const ChunkKey& key);
 
   RuntimeStats Stats() const;
   uint32_t chunk_size() const { return options_.chunk_size; }

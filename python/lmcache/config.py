@@ -36,6 +36,12 @@ class Config:
     model_id: str = _field("", "Model name in every key; engines fill it in when empty.")
     tenant_salt: str = _field("", "Isolates tenants: different salts never share entries.")
     verify_l1_checksums: bool = _field(False, "Verify the payload checksum on every L1 load (slower).")
+    lookup_timeout_s: float = _field(5.0, "vLLM: scheduler-to-worker lookup timeout; a timeout is a miss.", minimum=0.001)
+    load_failure_policy: str = _field(
+        "recompute", "vLLM: what a load that fails after a hit becomes.", choices=("recompute", "fail")
+    )
+    fault_load_rate: float = _field(0.0, "Testing: share of loads made to fail (chunk corrupted or dropped).", minimum=0.0)
+    fault_seed: int = _field(0, "Testing: seed of the fault injector.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

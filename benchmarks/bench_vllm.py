@@ -1,0 +1,134 @@
+"""vLLM benchmark: TTFT of repeated and multi-document prompts, recompute vs
+vLLM's own prefix cache vs lmcache, and lmcache's overhead with no reuse.
+
+Bench model: random-weight Llama, 8 layers, hidden 512, 8 heads, 2 KV heads,
+intermediate 1536, vocab 2048, bf16, max_model_len 16384. Each configuration
+runs in its own process with VLLM_CPU_NUM_OF_RESERVED_CPU=1; figures are
+medians over repeats.
+
+    python benchmarks/bench_vllm.py --json vllm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "1"
+
+CONFIGS = ("recompute", "vllm_prefix", "lmcache")
+
+
+def tokens(seed: int, n: int, vocab: int = 2048) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(1, vocab) for _ in range(n)]
+
+
+def run_config(config: str, model: str, repeats: int) -> dict:
+    """Runs every workload on one engine configuration (in this process)."""
+    from lmcache.demo.vllm_runs import make_llm, shutdown, time_first_token
+
+    llm = make_llm(model, lmcache={"l1_capacity_gb": 4} if config == "lmcache" else None,
+                   prefix_caching=config == "vllm_prefix")
+    time_first_token(llm, tokens(999, 300))  # warm-up
+    out: dict = {}
+
+    # A repeated 8K-token prompt: the first request fills the caches, the repeats are timed.
+    prompt = tokens(1, 8192)
+    first = time_first_token(llm, prompt)
+    runs = [time_first_token(llm, prompt) for _ in range(repeats)]
+    out["ttft_8k_first_ms"] = first.ttft_s * 1e3
+    out["ttft_8k_repeat_ms"] = statistics.median(r.ttft_s for r in runs) * 1e3
+    out["cached_8k_repeat"] = runs[-1].cached_tokens
+
+    # Multi-document QA: 4 documents of 4K tokens, 3 questions each, round-robin.
+    docs = [tokens(10 + d, 4096) for d in range(4)]
+    rounds = []
+    for q in range(3):
+        rounds.append([time_first_token(llm, docs[d] + tokens(100 + 10 * d + q, 64)).ttft_s for d in range(4)])
+    out["multi_later_ms"] = statistics.mean(t for r in rounds[1:] for t in r) * 1e3
+    out["multi_first_round_ms"] = statistics.mean(rounds[0]) * 1e3
+
+    # No reuse at all: fresh 2K-token prompts, 16 output tokens, batches of 4.
+    if config in ("recompute", "lmcache"):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        sp = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+        rates = []
+        for r in range(repeats):
+            batch = [TokensPrompt(prompt_token_ids=tokens(1000 + 10 * r + i, 2048)) for i in range(4)]
+            t0 = time.perf_counter()
+            llm.generate(batch, sp, use_tqdm=False)
+            rates.append(4 * (2048 + 16) / (time.perf_counter() - t0))
+        out["zero_reuse_tokens_per_s"] = statistics.median(rates)
+    shutdown(llm)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "lmcache-bench-llama"))
+    ap.add_argument("--config", choices=CONFIGS, help=argparse.SUPPRESS)  # child mode
+    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    from lmcache.demo.models import BENCH_BF16, make_llama
+
+    model = make_llama(args.model_dir, BENCH_BF16)
+    if args.config:
+        with open(args.child_out, "w") as f:
+            json.dump(run_config(args.config, model, args.repeats), f)
+        return
+
+    per = {}
+    for config in CONFIGS:
+        with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+            print(f"running {config} ...", flush=True)
+            subprocess.run([sys.executable, __file__, "--config", config, "--child-out", tmp.name,
+                            "--repeats", str(args.repeats), "--model-dir", args.model_dir],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            per[config] = json.load(open(tmp.name))
+
+    r = {
+        "ttft_recompute_ms": per["recompute"]["ttft_8k_repeat_ms"],
+        "ttft_vllm_prefix_ms": per["vllm_prefix"]["ttft_8k_repeat_ms"],
+        "ttft_lmcache_l1_ms": per["lmcache"]["ttft_8k_repeat_ms"],
+        "multi_later_recompute_ms": per["recompute"]["multi_later_ms"],
+        "multi_later_vllm_prefix_ms": per["vllm_prefix"]["multi_later_ms"],
+        "multi_later_lmcache_ms": per["lmcache"]["multi_later_ms"],
+        "zero_reuse_overhead": 1 - per["lmcache"]["zero_reuse_tokens_per_s"] / per["recompute"]["zero_reuse_tokens_per_s"],
+        "lmcache_cached_tokens_8k": per["lmcache"]["cached_8k_repeat"],
+        "vllm_prefix_cached_tokens_8k": per["vllm_prefix"]["cached_8k_repeat"],
+        "per_config": per,
+    }
+    checks = [
+        ("ttft_lmcache_l1_ms <= ttft_recompute_ms / 50", r["ttft_lmcache_l1_ms"] <= r["ttft_recompute_ms"] / 50),
+        ("ttft_lmcache_l1_ms <= 0.7 * ttft_vllm_prefix_ms", r["ttft_lmcache_l1_ms"] <= 0.7 * r["ttft_vllm_prefix_ms"]),
+        ("multi_later_lmcache_ms <= multi_later_vllm_prefix_ms",
+         r["multi_later_lmcache_ms"] <= r["multi_later_vllm_prefix_ms"]),
+        ("zero_reuse_overhead <= 0.02", r["zero_reuse_overhead"] <= 0.02),
+    ]
+    for key, value in r.items():
+        if key != "per_config":
+            print(f"{key:32} {value:12.3f}")
+    print(f"recompute / lmcache TTFT: {r['ttft_recompute_ms'] / r['ttft_lmcache_l1_ms']:.1f}x; "
+          f"vLLM prefix / lmcache: {r['ttft_vllm_prefix_ms'] / r['ttft_lmcache_l1_ms']:.2f}x")
+    for name, ok in checks:
+        print(f"  {'met   ' if ok else 'MISSED'} {name}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""`lmcache demo`: a real vLLM engine answering questions about long documents,
+with and without lmcache, and the time to first token of each.
+
+Workload: several 4K-8K-token documents, several short questions about each,
+asked in mixed order (a document comes back after others were asked about),
+as in document QA or RAG serving. vLLM's own prefix cache is off in every run
+so that the table shows what lmcache alone does.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import sys
+import tempfile
+
+from lmcache.demo.models import BENCH_BF16, make_llama
+
+
+def build_workload(doc_lengths: list[int], questions_per_doc: int, question_len: int, vocab: int,
+                   seed: int = 0) -> list[tuple[int, list[int]]]:
+    rng = random.Random(seed)
+    docs = [[rng.randrange(1, vocab) for _ in range(n)] for n in doc_lengths]
+    asks = [(d, [rng.randrange(1, vocab) for _ in range(question_len)])
+            for d in range(len(docs)) for _ in range(questions_per_doc)]
+    rng.shuffle(asks)
+    return [(d, docs[d] + q) for d, q in asks]
+
+
+def run_demo(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="lmcache demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--doc-lengths", default="4096,6144,8192", help="document lengths in tokens")
+    ap.add_argument("--questions", type=int, default=3, help="questions per document")
+    ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "lmcache-demo-llama"))
+    ap.add_argument("--l1-gb", type=float, default=4.0, help="lmcache host-memory tier size")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep the demo's output readable
+    from tqdm import tqdm
+
+    from lmcache.demo.vllm_runs import make_llm, shutdown, time_first_token
+
+    shape = BENCH_BF16
+    print(f"lmcache demo: random-weight Llama ({shape.layers} layers, hidden {shape.hidden}, "
+          f"{shape.kv_heads} KV heads, {shape.dtype}) on vLLM (CPU)", flush=True)
+    model = make_llama(args.model_dir, shape)
+    lengths = [int(x) for x in args.doc_lengths.split(",")]
+    workload = build_workload(lengths, args.questions, 64, shape.vocab)
+    print(f"workload: {len(lengths)} documents of {args.doc_lengths} tokens, {args.questions} questions each, "
+          f"{len(workload)} requests in mixed order", flush=True)
+
+    def run(llm, label):
+        return [time_first_token(llm, p) for _, p in tqdm(workload, desc=label, unit="req")]
+
+    llm = make_llm(model, lmcache=None)
+    time_first_token(llm, workload[0][1][:512])  # warm-up: first-request costs are not TTFT
+    without = run(llm, "without lmcache")
+    shutdown(llm)
+
+    llm = make_llm(model, lmcache={"l1_capacity_gb": args.l1_gb})
+    time_first_token(llm, workload[0][1][:512][::-1])  # warm-up on tokens the workload never uses
+    cold = run(llm, "lmcache, cold")
+    warm = run(llm, "lmcache, warm")
+    shutdown(llm)
+
+    base = statistics.mean(t.ttft_s for t in without)
+    print()
+    print(f"{'run':22} {'mean TTFT':>10} {'median':>9} {'hit rate':>9} {'speed-up':>9}")
+    for label, rows in (("without lmcache", without), ("with lmcache, cold", cold), ("with lmcache, warm", warm)):
+        mean = statistics.mean(t.ttft_s for t in rows)
+        med = statistics.median(t.ttft_s for t in rows)
+        hit = sum(t.cached_tokens for t in rows) / sum(t.prompt_tokens for t in rows)
+        print(f"{label:22} {mean * 1e3:8.0f}ms {med * 1e3:7.0f}ms {hit:9.1%} {base / mean:8.1f}x")
+    same = sum(a.output_ids == b.output_ids for a, b in zip(without, warm))
+    print(f"\nfirst tokens equal to the run without lmcache: {same}/{len(workload)} (bf16; a cached run "
+          "recomputes a shorter tail, so rare near-ties may flip)")
+    print("cold: each document's first question computes it and lmcache stores it; later questions reuse it.")
+    print("warm: every document is already in lmcache. Hit rate = prompt tokens served from lmcache.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Engine adapters: each turns one engine's objects into neutral CacheEngine calls."""

@@ -1,0 +1,83 @@
+"""LMCacheConnector: vLLM's v1 KV-connector API, split into a scheduler side
+(bookkeeping, lookups over RPC) and a worker side (data movement), linked only
+by LMCacheConnectorMetadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from lmcache.config import Config
+from lmcache.integrations.vllm.compat import KVConnectorBase_V1, KVConnectorMetadata, KVConnectorRole
+from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata
+
+logger = logging.getLogger(__name__)
+
+
+class LMCacheConnector(KVConnectorBase_V1):
+    def __init__(self, vllm_config: Any, role: KVConnectorRole, kv_cache_config: Any = None) -> None:
+        super().__init__(vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
+        extra = dict(vllm_config.kv_transfer_config.kv_connector_extra_config or {})
+        self._config = Config.load(overrides=extra)
+        self._scheduler = self._worker = None
+        if role == KVConnectorRole.SCHEDULER:
+            from lmcache.integrations.vllm.scheduler_side import SchedulerSide
+
+            # lmcache is a cache: a load that fails after it was promised must
+            # become a recompute, not a failed request. vLLM reads this policy
+            # right after it builds the scheduler-side connector.
+            vllm_config.kv_transfer_config.kv_load_failure_policy = self._config.load_failure_policy
+            self._scheduler = SchedulerSide(vllm_config, self._config)
+        else:
+            from lmcache.integrations.vllm.worker_side import WorkerSide
+
+            self._worker = WorkerSide(vllm_config, self._config)
+
+    # ======================================================= scheduler side
+    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[Optional[int], bool]:
+        return self._scheduler.get_num_new_matched_tokens(request, num_computed_tokens)
+
+    def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        self._scheduler.update_state_after_alloc(request, blocks, num_external_tokens)
+
+    def build_connector_meta(self, scheduler_output: Any) -> KVConnectorMetadata:
+        return self._scheduler.build_connector_meta(scheduler_output)
+
+    def request_finished(self, request: Any, block_ids: list[int]) -> tuple[bool, Optional[dict[str, Any]]]:
+        return self._scheduler.request_finished(request, block_ids)
+
+    # ======================================================= worker side
+    def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
+        self._worker.register_kv_caches(kv_caches)
+
+    def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
+        # All of a step's loads in one go, before the forward pass. On the CPU
+        # copies and compute share the same cores, so per-layer overlap would
+        # not pay; the GPU path overlaps layer by layer.
+        meta = self._get_connector_metadata()
+        assert isinstance(meta, LMCacheConnectorMetadata)
+        self._worker.start_load_kv(meta)
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        return  # loads completed in start_load_kv
+
+    def save_kv_layer(self, layer_name: str, kv_layer: Any, attn_metadata: Any, **kwargs: Any) -> None:
+        return  # a chunk holds every layer: stored once the forward pass is done (wait_for_save)
+
+    def wait_for_save(self) -> None:
+        meta = self._get_connector_metadata()
+        assert isinstance(meta, LMCacheConnectorMetadata)
+        self._worker.wait_for_save(meta)
+
+    def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
+        return None, None  # loads and stores are synchronous
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        return self._worker.take_load_error_blocks() if self._worker else set()
+
+    def shutdown(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+        if self._scheduler is not None:
+            self._scheduler.close()

@@ -1,0 +1,121 @@
+"""Scheduler-side half of the connector: decides what each request loads and
+stores, and tells the workers through LMCacheConnectorMetadata. Moves no data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from lmcache.config import Config
+from lmcache.integrations.vllm import compat
+from lmcache.integrations.vllm.lookup_rpc import LookupClient
+from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Tracked:
+    token_ids: list[int]
+    block_ids: list[int] = field(default_factory=list)
+    stored_until: int = 0  # whole chunks below this were handed to the workers to store
+    load_from: int = 0
+    load_until: int = 0  # > 0: a load promised to vLLM and not yet sent to the workers
+
+
+class SchedulerSide:
+    def __init__(self, vllm_config: Any, config: Config) -> None:
+        self.chunk_size = config.chunk_size
+        _, tp_size = compat.tp_rank_and_size(vllm_config)
+        engine_id = vllm_config.kv_transfer_config.engine_id
+        self._client = LookupClient(engine_id, range(tp_size), timeout_s=config.lookup_timeout_s)
+        self._requests: dict[str, _Tracked] = {}
+        self._lookups: dict[str, tuple[int, int]] = {}  # req_id -> (num_computed, tokens to load)
+        self.stats = {"lookups": 0, "lookup_tokens": 0, "hit_tokens": 0, "promised_tokens": 0}
+
+    # ---------------------------------------------------------------- vLLM hooks
+    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
+        prompt = request.prompt_token_ids
+        if prompt is None or len(prompt) < self.chunk_size:
+            return 0, False
+        hit = self._client.lookup(prompt)
+        self.stats["lookups"] += 1
+        self.stats["lookup_tokens"] += len(prompt)
+        self.stats["hit_tokens"] += hit
+        # vLLM must compute at least one token itself, so never claim the last one.
+        loadable = min(hit, request.num_tokens - 1) - num_computed_tokens
+        if loadable <= 0:
+            return 0, False
+        self._lookups[request.request_id] = (num_computed_tokens, loadable)
+        self.stats["promised_tokens"] += loadable
+        return loadable, False
+
+    def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        looked_up = self._lookups.pop(request.request_id, None)
+        if num_external_tokens <= 0 or looked_up is None:
+            return
+        num_computed, _ = looked_up
+        tracked = self._track(request.request_id, list(request.prompt_token_ids))
+        tracked.block_ids = compat.first_group_block_ids(blocks.get_block_ids())
+        tracked.load_from = num_computed
+        tracked.load_until = num_computed + num_external_tokens
+
+    def build_connector_meta(self, scheduler_output: Any) -> LMCacheConnectorMetadata:
+        meta = LMCacheConnectorMetadata()
+        scheduled = scheduler_output.num_scheduled_tokens
+        for new in scheduler_output.scheduled_new_reqs:
+            if new.prompt_token_ids is None:
+                continue
+            tracked = self._track(new.req_id, list(new.prompt_token_ids))
+            tracked.block_ids = compat.first_group_block_ids(new.block_ids)
+            self._add_work(meta, new.req_id, tracked, new.num_computed_tokens + scheduled.get(new.req_id, 0))
+        cached = scheduler_output.scheduled_cached_reqs
+        resumed = getattr(cached, "resumed_req_ids", set())
+        for i, req_id in enumerate(cached.req_ids):
+            tracked = self._requests.get(req_id)
+            if tracked is None:
+                continue
+            new_blocks = cached.new_block_ids[i]
+            if new_blocks is not None:
+                ids = compat.first_group_block_ids(new_blocks)
+                tracked.block_ids = ids if req_id in resumed else tracked.block_ids + ids
+            self._add_work(meta, req_id, tracked, cached.num_computed_tokens[i] + scheduled.get(req_id, 0))
+        return meta
+
+    def request_finished(self, request: Any, block_ids: list[int]) -> tuple[bool, Optional[dict]]:
+        self._requests.pop(request.request_id, None)
+        self._lookups.pop(request.request_id, None)
+        return False, None  # stores are synchronous: vLLM may free the blocks now
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ---------------------------------------------------------------- helpers
+    def _track(self, req_id: str, token_ids: list[int]) -> _Tracked:
+        tracked = self._requests.get(req_id)
+        if tracked is None:
+            tracked = self._requests[req_id] = _Tracked(token_ids=token_ids)
+        return tracked
+
+    def _add_work(self, meta: LMCacheConnectorMetadata, req_id: str, tracked: _Tracked, computed_after: int) -> None:
+        # Store the prompt's whole chunks whose KV exists once this step has run.
+        store_until = min(computed_after, len(tracked.token_ids)) // self.chunk_size * self.chunk_size
+        do_store = store_until > tracked.stored_until
+        do_load = tracked.load_until > 0
+        if not (do_store or do_load):
+            return
+        meta.requests.append(
+            RequestWork(
+                req_id=req_id,
+                token_ids=tracked.token_ids,
+                block_ids=list(tracked.block_ids),
+                load_from=tracked.load_from,
+                load_until=tracked.load_until,
+                store_until=store_until if do_store else 0,
+            )
+        )
+        if do_store:
+            tracked.stored_until = store_until
+        tracked.load_from = tracked.load_until = 0

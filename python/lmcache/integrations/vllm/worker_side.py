@@ -1,0 +1,129 @@
+"""Worker-side half of the connector: owns the CacheEngine (and so the host
+tier) of this worker, moves KV between vLLM's paged cache and lmcache, and
+answers the scheduler's lookups.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from lmcache.config import Config
+from lmcache.engine import CacheEngine
+from lmcache.integrations.vllm import compat
+from lmcache.integrations.vllm.lookup_rpc import LookupServer, socket_name
+from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
+
+logger = logging.getLogger(__name__)
+
+
+def layout_of(kv: Any) -> str:
+    """The lmcache layout name of one of vLLM's per-layer KV tensors."""
+    if kv.device.type == "cpu" and kv.dim() == 4:
+        return "vllm_cpu"  # CPU attention: (blocks, heads, block_size, 2*head_size), kernel-arranged
+    if kv.dim() == 5 and kv.shape[0] == 2:
+        return "vllm_flash_attn"  # (2, blocks, block_size, heads, head_size)
+    if kv.dim() == 5 and kv.shape[1] == 2:
+        return "vllm_flashinfer"  # (blocks, 2, block_size, heads, head_size)
+    if kv.dim() == 3:
+        return "vllm_mla"  # (blocks, block_size, latent)
+    raise NotImplementedError(f"lmcache does not know vLLM's KV layout of shape {tuple(kv.shape)} on {kv.device}")
+
+
+class WorkerSide:
+    def __init__(self, vllm_config: Any, config: Config) -> None:
+        self.rank, tp_size = compat.tp_rank_and_size(vllm_config)
+        self.engine = CacheEngine(config, model_id=compat.model_id(vllm_config), tp_rank=self.rank, tp_size=tp_size)
+        self._engine_id = vllm_config.kv_transfer_config.engine_id
+        self._block_size = vllm_config.cache_config.block_size
+        self._server: LookupServer | None = None
+        self._load_error_blocks: set[int] = set()
+        self._faults = None
+        if config.fault_load_rate > 0:
+            from lmcache.faults import LoadFaultInjector
+
+            self._faults = LoadFaultInjector(self.engine, config.fault_load_rate, config.fault_seed)
+        self.stats = {"load_requests": 0, "loaded_tokens": 0, "load_failed_tokens": 0, "store_requests": 0,
+                      "stored_tokens": 0}
+
+    def register_kv_caches(self, kv_caches: dict) -> None:
+        layers = compat.ordered_layers(kv_caches)
+        layout = layout_of(layers[0])
+        if layers[0].device.type != "cpu":
+            raise NotImplementedError("lmcache's GPU transfer path is not built yet (CPU engines only)")
+        described = self.engine.register_kv_caches(layers, layout)
+        self._layers, self._layout = layers, layout
+        self._block_size = described.block_size
+        self._server = LookupServer(socket_name(self._engine_id, self.rank), self.engine.lookup, self.all_stats)
+        logger.info("lmcache: registered %d layers as %s; lookups served for rank %d", len(layers), layout, self.rank)
+
+    # ---------------------------------------------------------------- loads
+    def start_load_kv(self, meta: LMCacheConnectorMetadata) -> None:
+        for work in meta.requests:
+            if work.load_until > 0:
+                self._load(work)
+
+    def _load(self, work: RequestWork) -> None:
+        self.stats["load_requests"] += 1
+        slots = self._slots(work.block_ids, work.load_until)
+        slots[: work.load_from] = -1  # vLLM already holds these
+        if self._faults is not None:
+            self._faults.maybe_fail(work.token_ids[: work.load_until])
+        try:
+            loaded = self.engine.load(work.token_ids, slot_mapping=slots)
+        except Exception as e:  # a failed load is a miss, never a crash
+            logger.warning("lmcache load for %s failed: %s", work.req_id, e)
+            loaded = work.load_from
+        self.stats["loaded_tokens"] += max(0, loaded - work.load_from)
+        if loaded < work.load_until:
+            # Promised but not delivered: name the blocks so vLLM recomputes them.
+            first_bad = max(loaded, work.load_from) // self._block_size
+            last = (work.load_until - 1) // self._block_size
+            bad_blocks = work.block_ids[first_bad : last + 1]
+            self._load_error_blocks.update(bad_blocks)
+            if self._faults is not None:
+                self._poison(bad_blocks)
+            self.stats["load_failed_tokens"] += work.load_until - max(loaded, work.load_from)
+
+    def _poison(self, block_ids: list[int]) -> None:
+        """Fault-injection runs only: fills blocks whose load failed with NaN, so
+        a test would see garbage if vLLM used them instead of recomputing."""
+        block_dim = {"vllm_cpu": 0, "vllm_flashinfer": 0, "vllm_mla": 0, "vllm_flash_attn": 1}[self._layout]
+        index = [slice(None)] * block_dim + [block_ids]
+        for t in self._layers:
+            t[tuple(index)] = float("nan")
+
+    def take_load_error_blocks(self) -> set[int]:
+        errors, self._load_error_blocks = self._load_error_blocks, set()
+        return errors
+
+    # ---------------------------------------------------------------- stores
+    def wait_for_save(self, meta: LMCacheConnectorMetadata) -> None:
+        for work in meta.requests:
+            if work.store_until <= 0:
+                continue
+            self.stats["store_requests"] += 1
+            try:
+                stored = self.engine.store(work.token_ids[: work.store_until],
+                                           slot_mapping=self._slots(work.block_ids, work.store_until))
+                self.stats["stored_tokens"] += stored
+            except Exception as e:  # a failed store only costs a future hit
+                logger.warning("lmcache store for %s failed: %s", work.req_id, e)
+
+    # ---------------------------------------------------------------- helpers
+    def _slots(self, block_ids: list[int], num_tokens: int) -> np.ndarray:
+        bs = self._block_size
+        blocks = np.asarray(block_ids[: (num_tokens + bs - 1) // bs], dtype=np.int64)
+        return (blocks[:, None] * bs + np.arange(bs, dtype=np.int64)).reshape(-1)[:num_tokens].copy()
+
+    def all_stats(self) -> dict:
+        s = dict(self.engine.stats())
+        s.update({"connector_" + k: v for k, v in self.stats.items()})
+        return s
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.engine.close()

@@ -1,0 +1,58 @@
+"""The scheduler-to-worker lookup RPC over real Unix sockets and threads."""
+
+import time
+import uuid
+
+import numpy as np
+
+from lmcache.integrations.vllm.lookup_rpc import LookupClient, LookupServer, query_worker_stats, socket_name
+
+
+def test_min_over_ranks_and_stats():
+    eid = str(uuid.uuid4())
+    seen = []
+    servers = [
+        LookupServer(socket_name(eid, r), lambda t, r=r: (seen.append(t.copy()), 512 if r == 0 else 256)[1],
+                     lambda r=r: {"rank": r})
+        for r in range(2)
+    ]
+    client = LookupClient(eid, [0, 1], timeout_s=2)
+    assert client.lookup(list(range(1000))) == 256
+    assert np.array_equal(seen[0], np.arange(1000))
+    assert query_worker_stats(eid, 1) == {"rank": 1}
+    for s in servers:
+        s.close()
+
+
+def test_no_server_is_a_miss_not_a_hang():
+    client = LookupClient(str(uuid.uuid4()), [0], timeout_s=0.5)
+    t0 = time.monotonic()
+    assert client.lookup([1, 2, 3]) == 0
+    assert client.errors == 1 and time.monotonic() - t0 < 2
+
+
+def test_slow_server_times_out_as_a_miss_and_reconnects():
+    eid = str(uuid.uuid4())
+    slow = {"on": True}
+
+    def lookup(tokens):
+        if slow["on"]:
+            time.sleep(1.5)
+        return 7
+
+    server = LookupServer(socket_name(eid, 0), lookup, dict)
+    client = LookupClient(eid, [0], timeout_s=0.3)
+    assert client.lookup([1]) == 0 and client.errors == 1
+    slow["on"] = False
+    time.sleep(1.5)  # let the stale reply drain on the dropped connection
+    assert client.lookup([1]) == 7  # a fresh connection
+    server.close()
+
+
+def test_server_gone_mid_run():
+    eid = str(uuid.uuid4())
+    server = LookupServer(socket_name(eid, 0), lambda t: 3, dict)
+    client = LookupClient(eid, [0], timeout_s=0.5)
+    assert client.lookup([1]) == 3
+    server.close()
+    assert client.lookup([1]) == 0  # the old connection's server is gone: a miss

@@ -1,0 +1,100 @@
+"""Runs real vLLM CPU engines, with and without lmcache, on a tiny float32 Llama,
+and prints one JSON line of results. Driven by test_vllm_connector.py (vLLM
+spawns processes, so it runs as its own script).
+
+    python driver.py MODEL_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
+
+CHUNK = 256
+
+
+def prompt(seed: int, n: int, vocab: int = 512) -> list[int]:
+    import random
+
+    rng = random.Random(seed)
+    return [rng.randrange(1, vocab) for _ in range(n)]
+
+
+def make_llm(model: str, lmcache_extra: dict | None, engine_id: str | None = None):
+    from lmcache.demo.vllm_runs import make_llm as make
+
+    return make(model, lmcache=lmcache_extra, dtype="float32", max_model_len=4096, engine_id=engine_id)
+
+
+def generate(llm, prompts: list[list[int]]) -> list[dict]:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
+                        SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True), use_tqdm=False)
+    return [{"ids": list(o.outputs[0].token_ids), "cached": o.num_cached_tokens or 0} for o in outs]
+
+
+def main() -> None:
+    model = sys.argv[1]
+    from lmcache.demo.vllm_runs import shutdown
+    from lmcache.integrations.vllm import query_worker_stats
+
+    A = prompt(1, 2304)                       # 9 whole chunks
+    shared = prompt(2, 1024)                  # 4 chunks
+    B1, B2 = shared + prompt(3, 700), shared + prompt(4, 900)
+    C, D = prompt(5, 1500), prompt(6, 600)
+    evict_docs = [prompt(10 + i, 1280) for i in range(6)]  # 5 chunks each
+    all_prompts = {"A": A, "B1": B1, "B2": B2, "C": C, "D": D, **{f"E{i}": p for i, p in enumerate(evict_docs)}}
+    res: dict = {}
+
+    # Reference: no lmcache, vLLM's own prefix cache off.
+    llm = make_llm(model, None)
+    names = list(all_prompts)
+    res["baseline"] = dict(zip(names, generate(llm, [all_prompts[n] for n in names])))
+    shutdown(llm)
+
+    # One engine with lmcache: repeat, partial hit, mixed batch.
+    eid = f"main-{uuid.uuid4()}"
+    llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 0.5}, eid)
+    res["repeat_first"] = generate(llm, [A])[0]
+    res["repeat_second"] = generate(llm, [A])[0]
+    res["stats_after_repeat"] = query_worker_stats(eid)
+    res["partial_b1"] = generate(llm, [B1])[0]
+    res["partial_b2"] = generate(llm, [B2])[0]
+    res["batch"] = dict(zip(["A", "C", "B2", "D"], generate(llm, [A, C, B2, D])))
+    res["stats_main"] = query_worker_stats(eid)
+    shutdown(llm)
+
+    # L1 far smaller than the working set (room for 6 chunks; 30 chunks of documents).
+    eid = f"evict-{uuid.uuid4()}"
+    chunk_bytes = 2 * 2 * CHUNK * 2 * 32 * 4 + 4096  # layers * planes * tokens * kv heads * head_dim * fp32 + header page
+    llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 6 * chunk_bytes / 2**30}, eid)
+    rounds = []
+    for _ in range(2):
+        for i, doc in enumerate(evict_docs):
+            rounds.append({"doc": f"E{i}", **generate(llm, [doc])[0]})
+    res["evict_rounds"] = rounds
+    res["evict_again_last"] = generate(llm, [evict_docs[-1]])[0]
+    res["stats_evict"] = query_worker_stats(eid)
+    shutdown(llm)
+
+    # Every load fails after the lookup promised it: corrupted (checksum) or vanished chunks.
+    eid = f"fault-{uuid.uuid4()}"
+    llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "verify_l1_checksums": True,
+                           "fault_load_rate": 1.0, "fault_seed": 7}, eid)
+    res["fault_first"] = generate(llm, [A])[0]
+    res["fault_rounds"] = [generate(llm, [A])[0] for _ in range(3)]
+    res["stats_fault"] = query_worker_stats(eid)
+    shutdown(llm)
+
+    print("RESULTS " + json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

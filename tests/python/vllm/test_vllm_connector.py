@@ -1,0 +1,73 @@
+"""A real vLLM CPU engine with lmcache, against one without, on a tiny float32
+Llama made at test time (vLLM's own prefix caching off everywhere).
+
+The engines run in one driver subprocess (vLLM spawns processes of its own);
+each test below checks one scenario of its results.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM is installed by scripts/setup.sh")
+
+HERE = os.path.dirname(__file__)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    from lmcache.demo.models import TINY_F32, make_llama
+
+    model = make_llama(str(tmp_path_factory.mktemp("model") / "tiny-llama"), TINY_F32)
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "driver.py"), model], capture_output=True,
+                          text=True, timeout=1500, cwd=HERE)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS ")]
+    assert proc.returncode == 0 and lines, f"driver failed (rc={proc.returncode}):\n{proc.stderr[-6000:]}"
+    return json.loads(lines[-1][len("RESULTS "):])
+
+
+def test_repeated_prompt_is_served_from_lmcache(results):
+    base = results["baseline"]["A"]["ids"]
+    assert results["repeat_first"]["ids"] == base
+    assert results["repeat_first"]["cached"] == 0
+    # 2304 tokens = 9 chunks; vLLM must compute the last token itself.
+    assert results["repeat_second"]["cached"] == 2303
+    assert results["repeat_second"]["ids"] == base
+    s = results["stats_after_repeat"]
+    assert s["lookup_hit_tokens"] == 2304 and s["loaded_tokens"] == 2303 and s["stored_chunks"] == 9
+
+
+def test_shared_prefix_partial_hit(results):
+    assert results["partial_b1"]["ids"] == results["baseline"]["B1"]["ids"]
+    assert results["partial_b2"]["cached"] == 1024  # the shared 4 chunks
+    assert results["partial_b2"]["ids"] == results["baseline"]["B2"]["ids"]
+
+
+def test_batch_of_hits_and_misses(results):
+    batch = results["batch"]
+    for name in ("A", "C", "B2", "D"):
+        assert batch[name]["ids"] == results["baseline"][name]["ids"], name
+    assert batch["A"]["cached"] == 2303 and batch["B2"]["cached"] > 1024
+    assert batch["C"]["cached"] == 0 and batch["D"]["cached"] == 0
+
+
+def test_small_l1_evicts_and_outputs_stay_identical(results):
+    for r in results["evict_rounds"]:
+        assert r["ids"] == results["baseline"][r["doc"]]["ids"], r["doc"]
+    s = results["stats_evict"]
+    assert s["evicted_chunks"] > 40 and s["l1_chunks"] <= 6
+    again = results["evict_again_last"]
+    assert again["cached"] == 1279 and again["ids"] == results["baseline"]["E5"]["ids"]
+
+
+def test_failed_loads_are_recomputed(results):
+    base = results["baseline"]["A"]["ids"]
+    assert results["fault_first"]["ids"] == base
+    for r in results["fault_rounds"]:
+        assert r["ids"] == base  # blocks whose load failed were poisoned with NaN: vLLM recomputed them
+    s = results["stats_fault"]
+    assert s["connector_load_failed_tokens"] > 0
+    assert s["load_errors"] > 0  # at least one corruption caught by the checksum
