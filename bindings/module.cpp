@@ -103,11 +103,16 @@ class PyRuntime {
     return count;
   }
 
-  size_t Clear() {
+  size_t Clear(bool include_disk) {
     size_t removed = 0;
     py::gil_scoped_release nogil;
-    Check(rt_->Clear(&removed));
+    Check(rt_->Clear(&removed, include_disk));
     return removed;
+  }
+
+  void FlushWrites() {
+    py::gil_scoped_release nogil;
+    rt_->FlushWrites();
   }
 
   void CorruptChunkForTesting(const std::string& hex) { Check(rt_->CorruptChunkForTesting(ParseKey(hex))); }
@@ -131,6 +136,27 @@ class PyRuntime {
     d["l1_used_bytes"] = s.l1_used_bytes;
     d["l1_capacity_bytes"] = s.l1_capacity_bytes;
     d["l1_chunks"] = s.l1_chunks;
+    d["disk_enabled"] = s.disk_enabled;
+    if (s.disk_enabled) {
+      d["lookup_disk_hit_tokens"] = s.lookup_disk_hit_tokens;
+      d["promoted_chunks"] = s.promoted_chunks;
+      d["prefetch_dropped"] = s.prefetch_dropped;
+      d["write_behind_dropped"] = s.write_behind_dropped;
+      d["disk_records"] = s.disk.records;
+      d["disk_used_bytes"] = s.disk.used_bytes;
+      d["disk_capacity_bytes"] = s.disk.capacity_bytes;
+      d["disk_reads"] = s.disk.reads;
+      d["disk_read_bytes"] = s.disk.read_bytes;
+      d["disk_read_errors"] = s.disk.read_errors;
+      d["disk_writes"] = s.disk.writes;
+      d["disk_write_bytes"] = s.disk.write_bytes;
+      d["disk_write_errors"] = s.disk.write_errors;
+      d["disk_write_enospc"] = s.disk.write_enospc;
+      d["disk_evictions"] = s.disk.evictions;
+      d["disk_removed_corrupt"] = s.disk.removed_corrupt;
+      d["disk_recovered_records"] = s.disk.recovered_records;
+      d["disk_discarded_at_start"] = s.disk.discarded_at_start;
+    }
     return d;
   }
 
@@ -139,6 +165,7 @@ class PyRuntime {
     rt_->Close();
   }
   bool closed() const { return rt_->closed(); }
+  std::string DiskBackend() const { return rt_->disk_backend(); }
   uint32_t chunk_size() const { return rt_->chunk_size(); }
 
  private:
@@ -196,7 +223,9 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](uint32_t chunk_size, uint64_t l1_capacity_bytes, int num_threads,
                        const std::string& eviction_policy, const std::string& model_id,
                        const std::string& tenant_salt, uint32_t tp_rank, uint32_t tp_size,
-                       bool verify_l1_checksums) {
+                       bool verify_l1_checksums, const std::string& disk_dir, uint64_t disk_capacity_bytes,
+                       bool disk_force_threads, int disk_queue_depth, uint32_t write_behind_chunks,
+                       double disk_lock_timeout_s) {
              RuntimeOptions o;
              o.chunk_size = chunk_size;
              o.l1_capacity_bytes = l1_capacity_bytes;
@@ -207,12 +236,20 @@ PYBIND11_MODULE(_core, m) {
              o.tp_rank = tp_rank;
              o.tp_size = tp_size;
              o.verify_l1_checksums = verify_l1_checksums;
+             o.disk_dir = disk_dir;
+             o.disk_capacity_bytes = disk_capacity_bytes;
+             o.disk_force_threads = disk_force_threads;
+             o.disk_queue_depth = disk_queue_depth;
+             o.write_behind_chunks = write_behind_chunks;
+             o.disk_lock_timeout_s = disk_lock_timeout_s;
              return std::make_unique<PyRuntime>(o);
            }),
            py::kw_only(), py::arg("chunk_size") = 256, py::arg("l1_capacity_bytes") = 1ull << 30,
            py::arg("num_threads") = 0, py::arg("eviction_policy") = "lru", py::arg("model_id") = "",
            py::arg("tenant_salt") = "", py::arg("tp_rank") = 0, py::arg("tp_size") = 1,
-           py::arg("verify_l1_checksums") = false)
+           py::arg("verify_l1_checksums") = false, py::arg("disk_dir") = "", py::arg("disk_capacity_bytes") = 0,
+           py::arg("disk_force_threads") = false, py::arg("disk_queue_depth") = 32,
+           py::arg("write_behind_chunks") = 64, py::arg("disk_lock_timeout_s") = 10.0)
       .def("set_shape", &PyRuntime::SetShape, py::arg("num_layers"), py::arg("num_planes"), py::arg("num_heads"),
            py::arg("head_dim"), py::arg("dtype"))
       .def("register_layout", &PyRuntime::RegisterLayout, py::arg("layout"))
@@ -223,7 +260,10 @@ PYBIND11_MODULE(_core, m) {
       .def("load", &PyRuntime::Load, py::arg("tokens"), py::arg("layout"), py::arg("slots"))
       .def("pin", [](PyRuntime& r, const py::object& t) { return r.Pin(t, true); }, py::arg("tokens"))
       .def("unpin", [](PyRuntime& r, const py::object& t) { return r.Pin(t, false); }, py::arg("tokens"))
-      .def("clear", &PyRuntime::Clear)
+      .def("clear", &PyRuntime::Clear, py::arg("include_disk") = true)
+      .def("flush_writes", &PyRuntime::FlushWrites, "Waits until queued writes to disk are done.")
+      .def_property_readonly("disk_backend", &PyRuntime::DiskBackend,
+                             "'io_uring', 'threads' (+ ' (buffered)' without O_DIRECT), or '' without a disk tier")
       .def("corrupt_chunk_for_testing", &PyRuntime::CorruptChunkForTesting, py::arg("key_hex"))
       .def("drop_chunk_for_testing", &PyRuntime::DropChunkForTesting, py::arg("key_hex"))
       .def("stats", &PyRuntime::Stats)

@@ -22,7 +22,23 @@ Status CacheRuntime::Create(const RuntimeOptions& options, std::unique_ptr<Cache
   if (!MakeEvictionPolicy(options.eviction_policy)) {
     return Status::InvalidArgument("unknown eviction policy '" + options.eviction_policy + "' (allowed: lru)");
   }
-  out->reset(new CacheRuntime(options));
+  std::unique_ptr<CacheRuntime> rt(new CacheRuntime(options));
+  if (!options.disk_dir.empty()) {
+    DiskOptions d;
+    d.dir = options.disk_dir;
+    d.capacity_bytes = options.disk_capacity_bytes;
+    d.force_thread_pool = options.disk_force_threads;
+    d.queue_depth = options.disk_queue_depth;
+    d.lock_timeout_s = options.disk_lock_timeout_s;
+    LMC_RETURN_IF_ERROR(DiskTier::Open(d, &rt->disk_));
+    CacheRuntime* self = rt.get();
+    rt->write_behind_ = std::make_unique<KeyQueue>(
+        std::max<uint32_t>(1, options.write_behind_chunks), 8,
+        [self](const std::vector<ChunkKey>& keys) { self->WriteBehind(keys); });
+    rt->prefetch_ = std::make_unique<KeyQueue>(
+        1024, 8, [self](const std::vector<ChunkKey>& keys) { self->PromoteFromDisk(keys, nullptr); });
+  }
+  *out = std::move(rt);
   return Status::Ok();
 }
 
@@ -35,11 +51,18 @@ CacheRuntime::CacheRuntime(const RuntimeOptions& options)
 CacheRuntime::~CacheRuntime() { Close(); }
 
 void CacheRuntime::Close() {
+  std::lock_guard<std::mutex> once(close_mu_);
+  if (closed_.load()) return;
+  // Background work first: queued writes finish (a clean exit persists them),
+  // queued prefetches are dropped. Both touch the pool, which goes below.
+  if (write_behind_) write_behind_->Stop(/*finish=*/true);
+  if (prefetch_) prefetch_->Stop(/*finish=*/false);
   std::unique_lock<std::shared_mutex> lock(lifecycle_);  // waits for calls in flight
-  if (closed_.exchange(true)) return;
+  closed_.store(true);
   index_.RemoveAllIdle();
   // Nothing can be in use now (no call is in flight), so the memory can go.
   pool_.reset();
+  disk_.reset();  // releases the directory lock
 }
 
 #define LMC_ENTER()                                            \
@@ -117,9 +140,22 @@ Status CacheRuntime::Lookup(const uint32_t* tokens, size_t n, size_t* hit_tokens
   LMC_ENTER();
   std::vector<ChunkKey> keys;
   LMC_RETURN_IF_ERROR(HashLocked(tokens, n, &keys));
-  const size_t hits = index_.CountPrefixHits(keys.data(), keys.size());
+  size_t hits = index_.CountPrefixHits(keys.data(), keys.size());
+  const size_t l1_hits = hits;
+  uint64_t prefetch_dropped = 0;
+  if (disk_) {
+    // The prefix continues through chunks on disk; start reading them into L1
+    // now, so the disk reads overlap with the engine's scheduling.
+    for (; hits < keys.size(); ++hits) {
+      if (index_.ContainsReady(keys[hits])) continue;
+      if (!disk_->Contains(keys[hits])) break;
+      if (!prefetch_->TryPush(keys[hits])) ++prefetch_dropped;
+    }
+  }
   *hit_tokens = hits * options_.chunk_size;
   std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.lookup_disk_hit_tokens += (hits - l1_hits) * options_.chunk_size;
+  stats_.prefetch_dropped += prefetch_dropped;
   stats_.lookups++;
   stats_.lookup_tokens += n;
   stats_.lookup_hit_tokens += *hit_tokens;
@@ -224,7 +260,14 @@ Status CacheRuntime::Store(const uint32_t* tokens, size_t num_tokens, const KVLa
     LMC_RETURN_IF_ERROR(index_.Commit(keys[c]));
   }
   *stored_tokens = transfers.size() * cs;
+  uint64_t write_dropped = 0;
+  if (disk_) {
+    for (size_t c : chunk_of) {
+      if (!disk_->Contains(keys[c]) && !write_behind_->TryPush(keys[c])) ++write_dropped;
+    }
+  }
   std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.write_behind_dropped += write_dropped;
   stats_.store_calls++;
   stats_.stored_chunks += transfers.size();
   stats_.store_skipped_chunks += skipped;
@@ -252,13 +295,32 @@ Status CacheRuntime::Load(const uint32_t* tokens, size_t num_tokens, const KVLay
                                      " does not map to whole engine blocks in order; this cache moves whole blocks");
     }
   }
+  // Take references on the prefix's chunks in L1; chunks found only on disk
+  // are read into L1 (promoted) and referenced too. Referenced chunks are
+  // never evicted, so nothing moves under the copy below.
+  std::vector<Entry> held(wanted_chunks);
+  std::vector<ChunkKey> from_disk;
+  size_t prefix = 0;
+  for (; prefix < wanted_chunks; ++prefix) {
+    if (index_.Acquire(keys[prefix], &held[prefix])) continue;
+    held[prefix].ready = false;
+    if (disk_ && disk_->Contains(keys[prefix])) {
+      from_disk.push_back(keys[prefix]);
+      continue;
+    }
+    break;  // the prefix ends at the first chunk no tier has
+  }
+  if (!from_disk.empty()) {
+    std::vector<Entry> promoted;
+    PromoteFromDisk(from_disk, &promoted);
+    for (size_t c = 0, j = 0; c < prefix; ++c) {
+      if (!held[c].ready) held[c] = promoted[j++];
+    }
+  }
   std::vector<ChunkTransfer> transfers;
-  std::vector<ChunkKey> acquired;
   std::vector<ChunkKey> corrupt;
-  for (size_t c = 0; c < wanted_chunks; ++c) {
-    Entry e;
-    if (!index_.Acquire(keys[c], &e)) break;  // the prefix ends at the first miss
-    const uint8_t* record = pool_->SlabAddress(e.location);
+  for (size_t c = 0; c < prefix && held[c].ready; ++c) {
+    const uint8_t* record = pool_->SlabAddress(held[c].location);
     ChunkHeader h;
     std::memcpy(&h, record, sizeof(h));
     Status valid = ValidateHeader(h, shape, keys[c]);
@@ -266,7 +328,6 @@ Status CacheRuntime::Load(const uint32_t* tokens, size_t num_tokens, const KVLay
         PayloadChecksum(record + sizeof(ChunkHeader), shape) != h.checksum) {
       valid = Status::Corrupt("payload checksum mismatch");
     }
-    acquired.push_back(keys[c]);
     if (!valid.ok()) {
       corrupt.push_back(keys[c]);
       break;
@@ -281,7 +342,9 @@ Status CacheRuntime::Load(const uint32_t* tokens, size_t num_tokens, const KVLay
 
   copy_.Scatter(layout, transfers);  // readers hold references: nothing is evicted under us
 
-  for (const ChunkKey& k : acquired) (void)index_.Release(k);
+  for (size_t c = 0; c < prefix; ++c) {
+    if (held[c].ready) (void)index_.Release(keys[c]);
+  }
   // A record that failed validation is dropped so nobody is offered it again.
   for (const ChunkKey& k : corrupt) {
     Entry removed;
@@ -296,6 +359,105 @@ Status CacheRuntime::Load(const uint32_t* tokens, size_t num_tokens, const KVLay
   stats_.loaded_tokens += loaded;
   stats_.load_errors += corrupt.size();
   return Status::Ok();
+}
+
+ChunkShape CacheRuntime::StoredShape() const {
+  return ChunkShape{shape_.num_layers, shape_.num_planes, shape_.num_heads, shape_.head_dim,
+                    shape_.dtype,      options_.chunk_size, shape_.opaque_block_size};
+}
+
+void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vector<Entry>* held) {
+  const ChunkShape shape = StoredShape();
+  if (held) held->assign(keys.size(), Entry{});  // ready == false: not held
+  std::vector<DiskRead> reads;
+  std::vector<size_t> read_of;  // read -> index in keys
+  std::vector<size_t> others;   // being written by someone else (a store or another promotion)
+  for (size_t i = 0; i < keys.size(); ++i) {
+    Entry e;
+    if (held ? index_.Acquire(keys[i], &e) : index_.ContainsReady(keys[i])) {  // already in L1
+      if (held) (*held)[i] = e;
+      continue;
+    }
+    const int64_t slab = AllocateSlab();
+    if (slab == HostPool::kNoSlab) continue;  // no room in L1: a miss this time
+    e = Entry{};
+    e.tier = Tier::kHost;
+    e.location = slab;
+    e.bytes = shape.record_bytes();
+    e.num_tokens = shape.num_tokens;
+    if (!index_.Reserve(keys[i], e)) {
+      (void)pool_->Free(slab);
+      others.push_back(i);
+      continue;
+    }
+    DiskRead r;
+    r.key = keys[i];
+    r.buf = pool_->SlabAddress(slab);
+    r.capacity = pool_->slab_bytes();
+    reads.push_back(r);
+    read_of.push_back(i);
+  }
+  disk_->ReadMany(reads);  // no lock held
+
+  uint64_t promoted = 0, corrupt = 0;
+  for (size_t j = 0; j < reads.size(); ++j) {
+    const ChunkKey& key = reads[j].key;
+    Status st = reads[j].status;
+    if (st.ok()) {
+      ChunkHeader h;
+      std::memcpy(&h, reads[j].buf, sizeof(h));
+      st = ValidateHeader(h, shape, key);
+      if (st.ok() && reads[j].bytes < shape.record_bytes()) st = Status::Corrupt("record truncated");
+      if (st.ok() && PayloadChecksum(reads[j].buf + sizeof(ChunkHeader), shape) != h.checksum) {
+        st = Status::Corrupt("payload checksum mismatch");
+      }
+    }
+    if (st.ok() && index_.Commit(key, /*acquire=*/held != nullptr).ok()) {
+      ++promoted;
+      if (held) {
+        Entry& e = (*held)[read_of[j]];
+        e.tier = Tier::kHost;
+        e.location = (reads[j].buf - pool_->SlabAddress(0)) / int64_t(pool_->slab_bytes());
+        e.bytes = shape.record_bytes();
+        e.ready = true;
+      }
+      continue;
+    }
+    Entry removed;
+    if (index_.Abort(key, &removed).ok()) FreeEntry(removed);
+    if (st.code() == StatusCode::kCorrupt) {
+      disk_->Remove(key, /*corrupt=*/true);  // never offered again
+      ++corrupt;
+    }
+  }
+  for (size_t i : others) {
+    index_.WaitWhileWriting(keys[i]);
+    if (held && !index_.Acquire(keys[i], &(*held)[i])) (*held)[i].ready = false;
+  }
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.promoted_chunks += promoted;
+  stats_.load_errors += corrupt;
+}
+
+void CacheRuntime::WriteBehind(const std::vector<ChunkKey>& keys) {
+  std::vector<DiskWrite> writes;
+  for (const ChunkKey& k : keys) {
+    Entry e;
+    // A reference keeps the slab from eviction while the disk reads it. A
+    // chunk evicted before its turn is simply not written.
+    if (!index_.Acquire(k, &e, /*touch=*/false)) continue;
+    DiskWrite w;
+    w.key = k;
+    w.data = pool_->SlabAddress(e.location);
+    w.bytes = (e.bytes + HostPool::kAlignment - 1) / HostPool::kAlignment * HostPool::kAlignment;
+    writes.push_back(w);
+  }
+  disk_->WriteMany(writes);
+  for (const DiskWrite& w : writes) (void)index_.Release(w.key);
+}
+
+void CacheRuntime::FlushWrites() {
+  if (write_behind_) write_behind_->Flush();
 }
 
 Status CacheRuntime::Pin(const uint32_t* tokens, size_t n, size_t* count) {
@@ -321,11 +483,15 @@ Status CacheRuntime::Unpin(const uint32_t* tokens, size_t n, size_t* count) {
   return Status::Ok();
 }
 
-Status CacheRuntime::Clear(size_t* removed) {
+Status CacheRuntime::Clear(size_t* removed, bool include_disk) {
   LMC_ENTER();
   std::vector<Entry> entries = index_.RemoveAllIdle();
   for (const Entry& e : entries) FreeEntry(e);
   *removed = entries.size();
+  if (include_disk && disk_) {
+    *removed += disk_->Stats().records;
+    disk_->Clear();
+  }
   return Status::Ok();
 }
 
@@ -354,6 +520,10 @@ RuntimeStats CacheRuntime::Stats() const {
   std::shared_lock<std::shared_mutex> lifecycle(lifecycle_);  // pool_ stays alive while we read it
   s.l1_capacity_bytes = options_.l1_capacity_bytes;
   s.l1_chunks = index_.size();
+  if (disk_) {
+    s.disk_enabled = true;
+    s.disk = disk_->Stats();
+  }
   if (pool_) {
     s.l1_capacity_bytes = pool_->num_slabs() * pool_->slab_bytes();
     s.l1_used_bytes = (pool_->num_slabs() - pool_->num_free()) * pool_->slab_bytes();

@@ -18,8 +18,10 @@
 #include "chunk_format.h"
 #include "chunk_key.h"
 #include "copy_engine.h"
+#include "disk_tier.h"
 #include "host_pool.h"
 #include "index.h"
+#include "key_queue.h"
 #include "kv_layout.h"
 #include "status.h"
 #include "thread_pool.h"
@@ -38,6 +40,14 @@ struct RuntimeOptions {
   // Verify the payload checksum on every L1 load (L1 is our own memory, so
   // this only guards against bugs and stray writes; lower tiers always verify).
   bool verify_l1_checksums = false;
+
+  // L2, the local disk tier (off when disk_dir is empty).
+  std::string disk_dir;
+  uint64_t disk_capacity_bytes = 0;
+  bool disk_force_threads = false;    // thread-pool I/O instead of io_uring
+  int disk_queue_depth = 32;
+  uint32_t write_behind_chunks = 64;  // queued L1 -> disk writes; beyond this, writes are dropped
+  double disk_lock_timeout_s = 10.0;
 };
 
 // What the KV cache stores per token: fixes the key namespace and slab size.
@@ -77,6 +87,13 @@ struct RuntimeStats {
   uint64_t l1_used_bytes = 0;
   uint64_t l1_capacity_bytes = 0;
   uint64_t l1_chunks = 0;
+  // Disk tier.
+  uint64_t lookup_disk_hit_tokens = 0;  // part of lookup_hit_tokens found only on disk
+  uint64_t promoted_chunks = 0;         // disk -> L1
+  uint64_t prefetch_dropped = 0;        // prefetches refused by a full queue
+  uint64_t write_behind_dropped = 0;    // L1 -> disk writes refused by a full queue
+  bool disk_enabled = false;
+  DiskStats disk;
 };
 
 class CacheRuntime {
@@ -114,8 +131,10 @@ class CacheRuntime {
   Status Pin(const uint32_t* tokens, size_t n, size_t* count);
   Status Unpin(const uint32_t* tokens, size_t n, size_t* count);
 
-  // Drops every chunk not in use or pinned.
-  Status Clear(size_t* removed);
+  // Drops every chunk not in use or pinned, from L1 and (include_disk) from disk.
+  Status Clear(size_t* removed, bool include_disk = true);
+  // Blocks until queued write-behind has reached the disk (tests, clean shutdown).
+  void FlushWrites();
   // Test hook: flips one payload byte of a cached chunk, as a stray write or
   // bit rot would. kNotFound when absent.
   Status CorruptChunkForTesting(const ChunkKey& key);
@@ -126,6 +145,11 @@ class CacheRuntime {
   uint32_t chunk_size() const { return options_.chunk_size; }
   const RuntimeOptions& options() const { return options_; }
   bool closed() const { return closed_.load(); }
+  // "io_uring" or "threads", with " (buffered)" when the filesystem has no O_DIRECT; "" without a disk tier.
+  std::string disk_backend() const {
+    if (!disk_) return "";
+    return std::string(disk_->backend_name()) + (disk_->direct_io() ? "" : " (buffered)");
+  }
   void Close();
 
  private:
@@ -134,6 +158,12 @@ class CacheRuntime {
   Status HashLocked(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) const;
   int64_t AllocateSlab();
   void FreeEntry(const Entry& e);
+  ChunkShape StoredShape() const;
+  // Reads disk records into L1 (verifying header and checksum; a bad record
+  // is deleted). With `held`, every chunk that ends up in L1 is also
+  // acquired and its entry returned (ready == false: not available).
+  void PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vector<Entry>* held);
+  void WriteBehind(const std::vector<ChunkKey>& keys);
 
   const RuntimeOptions options_;
   mutable std::shared_mutex lifecycle_;  // shared: calls in flight; exclusive: Close
@@ -148,6 +178,11 @@ class CacheRuntime {
   ThreadPool threads_;
   CopyEngine copy_;
   Index index_;
+
+  std::mutex close_mu_;
+  std::unique_ptr<DiskTier> disk_;
+  std::unique_ptr<KeyQueue> write_behind_;  // L1 -> disk
+  std::unique_ptr<KeyQueue> prefetch_;      // disk -> L1, issued at lookup
 
   mutable std::mutex stats_mu_;
   RuntimeStats stats_;  // guarded by stats_mu_ (pool gauges filled in by Stats())

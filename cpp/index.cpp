@@ -28,30 +28,45 @@ bool Index::Reserve(const ChunkKey& key, const Entry& entry) {
   return entries_.emplace(key, e).second;
 }
 
-Status Index::Commit(const ChunkKey& key) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find(key);
-  if (it == entries_.end() || it->second.ready) return Status::Internal("commit of an entry that was not reserved");
-  it->second.ready = true;
-  policy_->OnInsert(key);
+Status Index::Commit(const ChunkKey& key, bool acquire) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(key);
+    if (it == entries_.end() || it->second.ready) return Status::Internal("commit of an entry that was not reserved");
+    it->second.ready = true;
+    if (acquire) ++it->second.ref_count;
+    policy_->OnInsert(key);
+  }
+  written_.notify_all();
   return Status::Ok();
+}
+
+void Index::WaitWhileWriting(const ChunkKey& key) {
+  std::unique_lock<std::mutex> lock(mu_);
+  written_.wait(lock, [&] {
+    auto it = entries_.find(key);
+    return it == entries_.end() || it->second.ready;
+  });
 }
 
 Status Index::Abort(const ChunkKey& key, Entry* removed) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find(key);
-  if (it == entries_.end() || it->second.ready) return Status::Internal("abort of an entry that was not reserved");
-  *removed = it->second;
-  entries_.erase(it);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(key);
+    if (it == entries_.end() || it->second.ready) return Status::Internal("abort of an entry that was not reserved");
+    *removed = it->second;
+    entries_.erase(it);
+  }
+  written_.notify_all();
   return Status::Ok();
 }
 
-bool Index::Acquire(const ChunkKey& key, Entry* out) {
+bool Index::Acquire(const ChunkKey& key, Entry* out, bool touch) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(key);
   if (it == entries_.end() || !it->second.ready) return false;
   ++it->second.ref_count;
-  policy_->OnAccess(key);
+  if (touch) policy_->OnAccess(key);
   *out = it->second;
   return true;
 }

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -44,13 +45,16 @@ class Index {
 
   // Claims `key` for writing. False if it already exists (ready or being written).
   bool Reserve(const ChunkKey& key, const Entry& entry);
-  // Makes a reserved entry visible.
-  Status Commit(const ChunkKey& key);
+  // Makes a reserved entry visible; with `acquire` it comes with a read reference.
+  Status Commit(const ChunkKey& key, bool acquire = false);
+  // Returns once `key` is not being written (committed, aborted or absent).
+  void WaitWhileWriting(const ChunkKey& key);
   // Drops a reserved entry; returns it so the caller can free its space.
   Status Abort(const ChunkKey& key, Entry* removed);
 
   // Takes a read reference on a ready entry. False if absent or not ready.
-  bool Acquire(const ChunkKey& key, Entry* out);
+  // `touch`: counts as a use for eviction (not for background readers).
+  bool Acquire(const ChunkKey& key, Entry* out, bool touch = true);
   Status Release(const ChunkKey& key);
 
   Status Pin(const ChunkKey& key);
@@ -69,6 +73,7 @@ class Index {
   static bool Idle(const Entry& e) { return e.ready && e.ref_count == 0 && e.pin_count == 0; }
 
   mutable std::mutex mu_;
+  std::condition_variable written_;  // a write finished (Commit or Abort)
   std::unordered_map<ChunkKey, Entry, ChunkKeyHasher> entries_;  // guarded by mu_
   std::unique_ptr<EvictionPolicy> policy_;                       // guarded by mu_
 };

@@ -11,8 +11,8 @@ cmake -S . -B build/ctest -G Ninja -DLMCACHE_BUILD_TESTS=ON -DLMCACHE_BUILD_PYTH
 cmake --build build/ctest -j "$jobs"
 ctest --test-dir build/ctest --output-on-failure -j "$jobs"
 
-echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer"
-cmake -S . -B build/asan -G Ninja -DLMCACHE_BUILD_TESTS=ON -DLMCACHE_BUILD_PYTHON=OFF -DLMCACHE_CUDA=OFF \
+echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (built without CUDA and liburing: the fallbacks)"
+cmake -S . -B build/asan -G Ninja -DLMCACHE_BUILD_TESTS=ON -DLMCACHE_BUILD_PYTHON=OFF -DLMCACHE_CUDA=OFF -DLMCACHE_URING=OFF \
   -DLMCACHE_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build/asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/asan --output-on-failure -j "$jobs"

@@ -36,6 +36,15 @@ class Config:
     model_id: str = _field("", "Model name in every key; engines fill it in when empty.")
     tenant_salt: str = _field("", "Isolates tenants: different salts never share entries.")
     verify_l1_checksums: bool = _field(False, "Verify the payload checksum on every L1 load (slower).")
+    local_disk_path: str = _field("", "Directory of the local disk tier (L2); empty: no disk tier.")
+    disk_capacity_gb: float = _field(16.0, "Size limit of the disk tier in GiB (least recently used records go first).",
+                                     minimum=0.0)
+    disk_io_backend: str = _field("auto", "Disk I/O: auto (io_uring when usable, else threads) or threads.",
+                                  choices=("auto", "threads"))
+    disk_queue_depth: int = _field(32, "I/O operations in flight on the disk tier.", minimum=1)
+    write_behind_chunks: int = _field(64, "L1-to-disk writes queued; more are dropped (and counted).", minimum=1)
+    disk_lock_timeout_s: float = _field(10.0, "How long to wait for another process to release the disk directory.",
+                                        minimum=0.0)
     lookup_timeout_s: float = _field(5.0, "vLLM: scheduler-to-worker lookup timeout; a timeout is a miss.", minimum=0.001)
     load_failure_policy: str = _field(
         "recompute", "vLLM: what a load that fails after a hit becomes.", choices=("recompute", "fail")

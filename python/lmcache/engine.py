@@ -7,6 +7,7 @@ work in one native call with the GIL released.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Optional, Sequence
 
@@ -58,12 +59,39 @@ class CacheEngine:
             tp_rank=tp_rank,
             tp_size=tp_size,
             verify_l1_checksums=self.config.verify_l1_checksums,
+            **self._disk_options(tp_rank, tp_size),
         )
         self._lock = threading.Lock()
         self._layout: Optional[_core.KVLayout] = None
         self._layout_name = "vllm_flash_attn"
         self._block_size: Optional[int] = None
         self._kv_caches: Any = None  # keeps the registered tensors (and so their memory) alive
+
+    def _disk_options(self, tp_rank: int, tp_size: int) -> dict:
+        c = self.config
+        if not c.local_disk_path:
+            return {}
+        path = c.local_disk_path
+        if tp_size > 1:  # each shard owns its own directory (and lock)
+            path = os.path.join(path, f"tp{tp_rank}-of-{tp_size}")
+        os.makedirs(path, exist_ok=True)
+        return {
+            "disk_dir": path,
+            "disk_capacity_bytes": int(c.disk_capacity_gb * _GIB),
+            "disk_force_threads": c.disk_io_backend == "threads",
+            "disk_queue_depth": c.disk_queue_depth,
+            "write_behind_chunks": c.write_behind_chunks,
+            "disk_lock_timeout_s": c.disk_lock_timeout_s,
+        }
+
+    @property
+    def disk_backend(self) -> str:
+        """'io_uring' or 'threads' (' (buffered)' without O_DIRECT); '' without a disk tier."""
+        return self._runtime.disk_backend
+
+    def flush_writes(self) -> None:
+        """Waits until chunks queued for the disk tier are written."""
+        self._runtime.flush_writes()
 
     # ------------------------------------------------------------- set-up
     @property
@@ -74,6 +102,15 @@ class CacheEngine:
         """Fixes the KV shape before any cache is registered (e.g. a scheduler
         that looks up keys in a process that holds no KV tensors)."""
         self._runtime.set_shape(num_layers, 1 if mla else 2, num_heads, head_dim, dtype)
+
+    def register_kv_shape(
+        self, kv_caches: TensorOrList, layout: str = "vllm_flash_attn", *, block_size: Optional[int] = None
+    ) -> None:
+        """Fixes the KV shape from example tensors (e.g. a staging buffer) without
+        making them the default target of store/load."""
+        self._runtime.register_layout(describe(kv_caches, layout, block_size=block_size))
+        with self._lock:
+            self._layout_name, self._block_size = layout, block_size
 
     def register_kv_caches(
         self, kv_caches: TensorOrList, layout: str = "vllm_flash_attn", *, block_size: Optional[int] = None
@@ -136,9 +173,9 @@ class CacheEngine:
         """Hex keys of the whole chunks of `tokens` (for tiers, tools and tests)."""
         return self._runtime.hash_tokens(_tokens(tokens))
 
-    def clear(self) -> int:
+    def clear(self, *, include_disk: bool = True) -> int:
         """Drops every cached chunk that is not in use or pinned; returns how many."""
-        return self._runtime.clear()
+        return self._runtime.clear(include_disk)
 
     def stats(self) -> dict[str, int]:
         s = self._runtime.stats()

@@ -11,6 +11,6 @@ Keys of ``kv_connector_extra_config`` are ``lmcache.Config`` keys.
 """
 
 from lmcache.integrations.vllm.connector import LMCacheConnector
-from lmcache.integrations.vllm.lookup_rpc import query_worker_stats
+from lmcache.integrations.vllm.lookup_rpc import clear_worker_cache, query_worker_stats
 
-__all__ = ["LMCacheConnector", "query_worker_stats"]
+__all__ = ["LMCacheConnector", "clear_worker_cache", "query_worker_stats"]

@@ -11,6 +11,7 @@ up), named after vLLM's engine id and the rank. Frames are little-endian:
     request  = op (1 byte) | n (u32) | n token ids (u32 each)
     reply L  = hit tokens (u64)
     reply S  = length (u32) | JSON stats
+    op C     = clear the host tier (n = 0) or every tier (n = 1); reply u64 removed
 
 Any failure (no server, timeout, bad reply) is a miss for that lookup, never a
 hang: sockets have timeouts and a broken connection is dropped and retried on
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 OP_LOOKUP = b"L"
 OP_STATS = b"S"
+OP_CLEAR = b"C"
 _HEADER = struct.Struct("<cI")
 _MAX_TOKENS = 1 << 26
 
@@ -56,8 +58,9 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 class LookupServer:
     """Answers lookups for one worker from a daemon thread (the native lookup releases the GIL)."""
 
-    def __init__(self, name: str, lookup: Callable[[np.ndarray], int], stats: Callable[[], dict]) -> None:
-        self._lookup, self._stats = lookup, stats
+    def __init__(self, name: str, lookup: Callable[[np.ndarray], int], stats: Callable[[], dict],
+                 clear: Optional[Callable[[bool], int]] = None) -> None:
+        self._lookup, self._stats, self._clear = lookup, stats, clear
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(name)
         self._sock.listen(16)
@@ -92,6 +95,10 @@ class LookupServer:
         while True:
             try:
                 op, n = _HEADER.unpack(_recv_exact(conn, _HEADER.size))
+                if op == OP_CLEAR:
+                    removed = self._clear(n == 1) if self._clear else 0
+                    conn.sendall(struct.pack("<Q", removed))
+                    continue
                 if n > _MAX_TOKENS:
                     return
                 tokens = np.frombuffer(_recv_exact(conn, 4 * n), dtype="<u4") if n else np.empty(0, "<u4")
@@ -166,6 +173,15 @@ class LookupClient:
     def close(self) -> None:
         for i in range(len(self._socks)):
             self._drop(i)
+
+
+def clear_worker_cache(engine_id: str, rank: int = 0, *, include_disk: bool = False, timeout_s: float = 30.0) -> int:
+    """Drops a vLLM worker's cached chunks (host tier only, or every tier); returns how many."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        s.connect(socket_name(engine_id, rank))
+        s.sendall(_HEADER.pack(OP_CLEAR, 1 if include_disk else 0))
+        return struct.unpack("<Q", _recv_exact(s, 8))[0]
 
 
 def query_worker_stats(engine_id: str, rank: int = 0, timeout_s: float = 5.0) -> dict:

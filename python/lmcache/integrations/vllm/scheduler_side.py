@@ -38,7 +38,12 @@ class SchedulerSide:
     # ---------------------------------------------------------------- vLLM hooks
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
         prompt = request.prompt_token_ids
-        if prompt is None or len(prompt) < self.chunk_size:
+        if prompt is None:
+            return 0, False
+        # lmcache holds whole chunks; if vLLM's own prefix cache already covers
+        # every token lmcache could add, skip the round trip to the workers.
+        most = min(len(prompt) // self.chunk_size * self.chunk_size, request.num_tokens - 1)
+        if most <= num_computed_tokens:
             return 0, False
         hit = self._client.lookup(prompt)
         self.stats["lookups"] += 1

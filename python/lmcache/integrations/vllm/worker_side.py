@@ -13,6 +13,7 @@ import numpy as np
 from lmcache.config import Config
 from lmcache.engine import CacheEngine
 from lmcache.integrations.vllm import compat
+from lmcache.integrations.vllm.device_staging import DeviceStaging
 from lmcache.integrations.vllm.lookup_rpc import LookupServer, socket_name
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
 
@@ -41,6 +42,7 @@ class WorkerSide:
         self._server: LookupServer | None = None
         self._load_error_blocks: set[int] = set()
         self._faults = None
+        self._staging: DeviceStaging | None = None
         if config.fault_load_rate > 0:
             from lmcache.faults import LoadFaultInjector
 
@@ -51,13 +53,17 @@ class WorkerSide:
     def register_kv_caches(self, kv_caches: dict) -> None:
         layers = compat.ordered_layers(kv_caches)
         layout = layout_of(layers[0])
-        if layers[0].device.type != "cpu":
-            raise NotImplementedError("lmcache's GPU transfer path is not built yet (CPU engines only)")
-        described = self.engine.register_kv_caches(layers, layout)
         self._layers, self._layout = layers, layout
-        self._block_size = described.block_size
-        self._server = LookupServer(socket_name(self._engine_id, self.rank), self.engine.lookup, self.all_stats)
-        logger.info("lmcache: registered %d layers as %s; lookups served for rank %d", len(layers), layout, self.rank)
+        if layers[0].device.type == "cpu":
+            self._block_size = self.engine.register_kv_caches(layers, layout).block_size
+        else:
+            # Until the CUDA kernels land: torch gathers on the device, one copy through pinned memory.
+            self._block_size = layers[0].shape[DeviceStaging.block_size_dim(layout)]
+            self._staging = DeviceStaging(self.engine, layers, layout, self._block_size)
+        self._server = LookupServer(socket_name(self._engine_id, self.rank), self.engine.lookup, self.all_stats,
+                                    lambda include_disk: self.engine.clear(include_disk=include_disk))
+        logger.info("lmcache: registered %d layers as %s; lookups served for rank %d; disk tier: %s", len(layers),
+                    layout, self.rank, self.engine.disk_backend or "off")
 
     # ---------------------------------------------------------------- loads
     def start_load_kv(self, meta: LMCacheConnectorMetadata) -> None:
@@ -72,7 +78,10 @@ class WorkerSide:
         if self._faults is not None:
             self._faults.maybe_fail(work.token_ids[: work.load_until])
         try:
-            loaded = self.engine.load(work.token_ids, slot_mapping=slots)
+            if self._staging is not None:
+                loaded = self._staging.load(work.token_ids, work.block_ids, work.load_from, work.load_until)
+            else:
+                loaded = self.engine.load(work.token_ids, slot_mapping=slots)
         except Exception as e:  # a failed load is a miss, never a crash
             logger.warning("lmcache load for %s failed: %s", work.req_id, e)
             loaded = work.load_from
@@ -106,8 +115,11 @@ class WorkerSide:
                 continue
             self.stats["store_requests"] += 1
             try:
-                stored = self.engine.store(work.token_ids[: work.store_until],
-                                           slot_mapping=self._slots(work.block_ids, work.store_until))
+                if self._staging is not None:
+                    stored = self._staging.store(work.token_ids, work.block_ids, work.store_until)
+                else:
+                    stored = self.engine.store(work.token_ids[: work.store_until],
+                                               slot_mapping=self._slots(work.block_ids, work.store_until))
                 self.stats["stored_tokens"] += stored
             except Exception as e:  # a failed store only costs a future hit
                 logger.warning("lmcache store for %s failed: %s", work.req_id, e)

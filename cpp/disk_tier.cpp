@@ -1,0 +1,299 @@
+#include "disk_tier.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <thread>
+#include <utility>
+
+namespace lmcache {
+
+namespace {
+constexpr const char* kRecordSuffix = ".lmc";
+constexpr const char* kTempSuffix = ".tmp";
+constexpr size_t kAlign = 4096;
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+bool ParseKeyHex(const std::string& hex, ChunkKey* key) {
+  if (hex.size() != 32 || hex.find_first_not_of("0123456789abcdef") != std::string::npos) return false;
+  key->hi = std::stoull(hex.substr(0, 16), nullptr, 16);
+  key->lo = std::stoull(hex.substr(16), nullptr, 16);
+  return true;
+}
+
+DiskTier::DiskTier(const DiskOptions& options) : opts_(options), lru_(MakeEvictionPolicy("lru")) {}
+
+DiskTier::~DiskTier() {
+  if (lock_fd_ >= 0) close(lock_fd_);  // releases the flock
+}
+
+Status DiskTier::Open(const DiskOptions& options, std::unique_ptr<DiskTier>* out) {
+  if (options.dir.empty()) return Status::InvalidArgument("disk tier: no directory given");
+  if (options.capacity_bytes < kAlign) return Status::InvalidArgument("disk tier: capacity too small");
+  if (mkdir(options.dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Status::IoError("disk tier: cannot create directory " + options.dir, errno);
+  }
+  std::unique_ptr<DiskTier> tier(new DiskTier(options));
+  LMC_RETURN_IF_ERROR(tier->LockDirectory());
+  tier->io_ = MakeIoBackend(options.force_thread_pool, options.queue_depth, options.io_threads);
+  tier->stats_.capacity_bytes = options.capacity_bytes;
+  tier->Scan();
+  *out = std::move(tier);
+  return Status::Ok();
+}
+
+Status DiskTier::LockDirectory() {
+  const std::string path = opts_.dir + "/.lock";
+  lock_fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) return Status::IoError("disk tier: cannot open lock file " + path, errno);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(opts_.lock_timeout_s);
+  while (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) return Status::IoError("disk tier: flock on " + path, errno);
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status::InvalidState("disk tier: directory " + opts_.dir + " is in use by another lmcache process (lock " +
+                                  path + " is held); give each process its own local_disk_path");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Status::Ok();
+}
+
+void DiskTier::Scan() {
+  DIR* d = opendir(opts_.dir.c_str());
+  if (d == nullptr) return;
+  struct Found {
+    ChunkKey key;
+    uint64_t bytes;
+    int64_t mtime_ns;
+  };
+  std::vector<Found> found;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == ".." || name == ".lock") continue;
+    const std::string path = opts_.dir + "/" + name;
+    ChunkKey key;
+    struct stat st;
+    const bool record = EndsWith(name, kRecordSuffix) &&
+                        ParseKeyHex(name.substr(0, name.size() - 4), &key) && stat(path.c_str(), &st) == 0;
+    if (!record || st.st_size < off_t(kAlign) || st.st_size % kAlign != 0) {
+      // A write that never finished (.tmp), or a file that is not a whole record.
+      if (EndsWith(name, kTempSuffix) || EndsWith(name, kRecordSuffix)) {
+        unlink(path.c_str());
+        stats_.discarded_at_start++;
+      }
+      continue;
+    }
+    found.push_back({key, uint64_t(st.st_size), int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec});
+  }
+  closedir(d);
+  // Oldest first, so the LRU order survives a restart (as far as mtime tells).
+  std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.mtime_ns < b.mtime_ns; });
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Found& f : found) {
+    records_[f.key] = f.bytes;
+    lru_->OnInsert(f.key);
+    used_bytes_ += f.bytes;
+  }
+  stats_.recovered_records = found.size();
+  // A smaller capacity than last time: trim now.
+  while (used_bytes_ > opts_.capacity_bytes) {
+    ChunkKey victim;
+    if (!lru_->PickVictim([](const ChunkKey&) { return true; }, &victim)) break;
+    unlink(PathOf(victim, kRecordSuffix).c_str());
+    used_bytes_ -= records_[victim];
+    records_.erase(victim);
+    lru_->OnErase(victim);
+    stats_.evictions++;
+  }
+}
+
+std::string DiskTier::PathOf(const ChunkKey& key, const char* suffix) const {
+  return opts_.dir + "/" + key.Hex() + suffix;
+}
+
+int DiskTier::OpenFile(const std::string& path, int flags) {
+  if (direct_io_.load()) {
+    const int fd = open(path.c_str(), flags | O_DIRECT | O_CLOEXEC, 0644);
+    if (fd >= 0 || errno != EINVAL) return fd;
+    direct_io_.store(false);  // this filesystem (tmpfs, ...) has no O_DIRECT: use the page cache
+  }
+  return open(path.c_str(), flags | O_CLOEXEC, 0644);
+}
+
+bool DiskTier::Contains(const ChunkKey& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return records_.count(key) != 0;
+}
+
+bool DiskTier::MakeRoom(uint64_t incoming) {
+  // Called with mu_ held.
+  if (incoming > opts_.capacity_bytes) return false;
+  while (used_bytes_ + incoming > opts_.capacity_bytes) {
+    ChunkKey victim;
+    if (!lru_->PickVictim([](const ChunkKey&) { return true; }, &victim)) return false;
+    // Unlinking while a reader has the file open is safe: the reader keeps its inode.
+    unlink(PathOf(victim, kRecordSuffix).c_str());
+    used_bytes_ -= records_[victim];
+    records_.erase(victim);
+    lru_->OnErase(victim);
+    stats_.evictions++;
+  }
+  return true;
+}
+
+size_t DiskTier::WriteMany(const std::vector<DiskWrite>& writes) {
+  struct Pending {
+    const DiskWrite* w;
+    int fd;
+    std::string tmp;
+  };
+  std::vector<Pending> pending;
+  std::vector<IoOp> ops;
+  uint64_t failed = 0, enospc = 0;
+  for (const DiskWrite& w : writes) {
+    if (Contains(w.key)) continue;
+    const std::string tmp = PathOf(w.key, kTempSuffix);
+    const int fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+    if (fd < 0) {
+      ++failed;
+      enospc += errno == ENOSPC;
+      continue;
+    }
+    pending.push_back({&w, fd, tmp});
+    IoOp op;
+    op.fd = fd;
+    op.write = true;
+    op.buf = const_cast<uint8_t*>(w.data);
+    op.len = w.bytes;
+    ops.push_back(op);
+  }
+  io_->Run(ops);  // no lock held during I/O
+
+  size_t written = 0;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < pending.size(); ++i) {
+    const Pending& p = pending[i];
+    int err = ops[i].error;
+    if (close(p.fd) != 0 && err == 0) err = errno;
+    if (err == 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (records_.count(p.w->key) == 0 && MakeRoom(p.w->bytes) &&
+          rename(p.tmp.c_str(), PathOf(p.w->key, kRecordSuffix).c_str()) == 0) {
+        records_[p.w->key] = p.w->bytes;
+        lru_->OnInsert(p.w->key);
+        used_bytes_ += p.w->bytes;
+        ++written;
+        bytes += p.w->bytes;
+        continue;
+      }
+      if (records_.count(p.w->key) == 0) ++failed;  // no room, or rename failed
+    } else {
+      ++failed;
+      enospc += err == ENOSPC;
+    }
+    unlink(p.tmp.c_str());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.writes += written;
+  stats_.write_bytes += bytes;
+  stats_.write_errors += failed;
+  stats_.write_enospc += enospc;
+  return written;
+}
+
+void DiskTier::ReadMany(std::vector<DiskRead>& reads) {
+  std::vector<IoOp> ops;
+  std::vector<size_t> which;
+  std::vector<int> fds;
+  for (size_t i = 0; i < reads.size(); ++i) {
+    DiskRead& r = reads[i];
+    r.bytes = 0;
+    uint64_t size = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = records_.find(r.key);
+      if (it == records_.end()) {
+        r.status = Status::NotFound("not on disk");
+        continue;
+      }
+      size = it->second;
+      lru_->OnAccess(r.key);
+    }
+    if (size > r.capacity) {
+      r.status = Status::Corrupt("record larger than a chunk of this cache");
+      continue;
+    }
+    const int fd = OpenFile(PathOf(r.key, kRecordSuffix), O_RDONLY);
+    if (fd < 0) {
+      r.status = errno == ENOENT ? Status::NotFound("record vanished") : Status::IoError("open failed", errno);
+      continue;
+    }
+    IoOp op;
+    op.fd = fd;
+    op.buf = r.buf;
+    op.len = size;
+    ops.push_back(op);
+    which.push_back(i);
+    fds.push_back(fd);
+  }
+  io_->Run(ops);
+  uint64_t ok = 0, bytes = 0, errors = 0;
+  for (size_t j = 0; j < ops.size(); ++j) {
+    DiskRead& r = reads[which[j]];
+    close(fds[j]);
+    if (ops[j].error != 0) {
+      r.status = Status::IoError("read of " + r.key.Hex() + " failed", ops[j].error);
+      ++errors;
+    } else {
+      r.status = Status::Ok();
+      r.bytes = ops[j].len;
+      ++ok;
+      bytes += ops[j].len;
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.reads += ok;
+  stats_.read_bytes += bytes;
+  stats_.read_errors += errors;
+}
+
+void DiskTier::Remove(const ChunkKey& key, bool corrupt) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = records_.find(key);
+  if (it == records_.end()) return;
+  unlink(PathOf(key, kRecordSuffix).c_str());
+  used_bytes_ -= it->second;
+  records_.erase(it);
+  lru_->OnErase(key);
+  if (corrupt) stats_.removed_corrupt++;
+}
+
+void DiskTier::Clear() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [key, bytes] : records_) {
+    unlink(PathOf(key, kRecordSuffix).c_str());
+    lru_->OnErase(key);
+  }
+  records_.clear();
+  used_bytes_ = 0;
+}
+
+DiskStats DiskTier::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  DiskStats s = stats_;
+  s.records = records_.size();
+  s.used_bytes = used_bytes_;
+  return s;
+}
+
+}  // namespace lmcache
