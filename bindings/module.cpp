@@ -115,6 +115,38 @@ class PyRuntime {
     rt_->FlushWrites();
   }
 
+  // Record exchange with the Python-side remote tier.
+  py::object ExportRecord(const std::string& hex) {
+    const ChunkKey key = ParseKey(hex);
+    std::vector<uint8_t> record;
+    Status st;
+    {
+      py::gil_scoped_release nogil;
+      st = rt_->ExportRecord(key, &record);
+    }
+    if (st.code() == StatusCode::kNotFound) return py::none();
+    Check(st);
+    return py::bytes(reinterpret_cast<const char*>(record.data()), record.size());
+  }
+
+  // True when the record is now in host memory; False when it was refused
+  // (corrupt or wrong size: counted as a load error; or no room).
+  bool ImportRecord(const std::string& hex, const py::buffer& data) {
+    const ChunkKey key = ParseKey(hex);
+    py::buffer_info info = data.request();
+    if (info.ndim != 1 || info.itemsize != 1) ThrowStatus(Status::InvalidArgument("a record is a 1-D byte buffer"));
+    Status st;
+    {
+      py::gil_scoped_release nogil;
+      st = rt_->ImportRecord(key, static_cast<const uint8_t*>(info.ptr), size_t(info.size));
+    }
+    if (st.code() == StatusCode::kCorrupt || st.code() == StatusCode::kOutOfMemory) return false;
+    Check(st);
+    return true;
+  }
+
+  size_t RecordBytes() const { return rt_->RecordBytes(); }
+
   void CorruptChunkForTesting(const std::string& hex) { Check(rt_->CorruptChunkForTesting(ParseKey(hex))); }
   void DropChunkForTesting(const std::string& hex) { Check(rt_->DropChunkForTesting(ParseKey(hex))); }
 
@@ -136,6 +168,7 @@ class PyRuntime {
     d["l1_used_bytes"] = s.l1_used_bytes;
     d["l1_capacity_bytes"] = s.l1_capacity_bytes;
     d["l1_chunks"] = s.l1_chunks;
+    d["imported_chunks"] = s.imported_chunks;
     d["disk_enabled"] = s.disk_enabled;
     if (s.disk_enabled) {
       d["lookup_disk_hit_tokens"] = s.lookup_disk_hit_tokens;
@@ -265,12 +298,41 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("disk_backend", &PyRuntime::DiskBackend,
                              "'io_uring', 'threads' (+ ' (buffered)' without O_DIRECT), or '' without a disk tier")
       .def("corrupt_chunk_for_testing", &PyRuntime::CorruptChunkForTesting, py::arg("key_hex"))
+      .def("export_record", &PyRuntime::ExportRecord, py::arg("key_hex"),
+           "The record (header + payload) of a chunk in host memory, or None.")
+      .def("import_record", &PyRuntime::ImportRecord, py::arg("key_hex"), py::arg("record"),
+           "Checks a record and puts it in host memory; False if refused (corrupt, wrong size, no room).")
+      .def_property_readonly("record_bytes", &PyRuntime::RecordBytes)
       .def("drop_chunk_for_testing", &PyRuntime::DropChunkForTesting, py::arg("key_hex"))
       .def("stats", &PyRuntime::Stats)
       .def("close", &PyRuntime::Close)
       .def_property_readonly("closed", &PyRuntime::closed)
       .def_property_readonly("chunk_size", &PyRuntime::chunk_size);
 
+  m.def(
+      "checksum64",
+      [](const py::buffer& data) {
+        py::buffer_info info = data.request();
+        const size_t bytes = size_t(info.size) * size_t(info.itemsize);
+        py::gil_scoped_release nogil;
+        return LayerChecksum(static_cast<const uint8_t*>(info.ptr), bytes);
+      },
+      py::arg("data"), "XXH3-64 of a contiguous buffer (GIL released).");
+  m.def(
+      "payload_checksum",
+      [](const py::buffer& data, uint32_t num_layers) {
+        py::buffer_info info = data.request();
+        const size_t bytes = size_t(info.size) * size_t(info.itemsize);
+        if (num_layers == 0 || bytes % num_layers != 0) {
+          ThrowStatus(Status::InvalidArgument("payload is not a whole number of layers"));
+        }
+        const uint8_t* p = static_cast<const uint8_t*>(info.ptr);
+        py::gil_scoped_release nogil;
+        std::vector<uint64_t> sums(num_layers);
+        for (uint32_t l = 0; l < num_layers; ++l) sums[l] = LayerChecksum(p + l * (bytes / num_layers), bytes / num_layers);
+        return CombineLayerChecksums(sums.data(), num_layers);
+      },
+      py::arg("payload"), py::arg("num_layers"), "The stored-chunk payload checksum (see cpp/chunk_format.h).");
   m.def("cuda_device_available", &CudaDeviceAvailable);
   m.def("device_backend", [] { return std::string(DeviceBackendName()); },
         "'cuda' when built with the CUDA runtime, else 'none'.");

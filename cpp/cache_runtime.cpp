@@ -495,6 +495,60 @@ Status CacheRuntime::Clear(size_t* removed, bool include_disk) {
   return Status::Ok();
 }
 
+size_t CacheRuntime::RecordBytes() const {
+  return has_shape_.load(std::memory_order_acquire) ? StoredShape().record_bytes() : 0;
+}
+
+Status CacheRuntime::ExportRecord(const ChunkKey& key, std::vector<uint8_t>* record) {
+  LMC_ENTER();
+  Entry e;
+  if (!index_.Acquire(key, &e, /*touch=*/false)) return Status::NotFound("key " + key.Hex() + " is not in host memory");
+  const uint8_t* p = pool_->SlabAddress(e.location);
+  record->assign(p, p + e.bytes);
+  return index_.Release(key);
+}
+
+Status CacheRuntime::ImportRecord(const ChunkKey& key, const uint8_t* record, size_t bytes) {
+  LMC_ENTER();
+  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
+  const ChunkShape shape = StoredShape();
+  Status valid = Status::Ok();
+  ChunkHeader h;
+  if (record == nullptr || bytes != shape.record_bytes()) {
+    valid = Status::Corrupt("record of " + std::to_string(bytes) + " bytes, expected " +
+                            std::to_string(shape.record_bytes()));
+  } else {
+    std::memcpy(&h, record, sizeof(h));
+    valid = ValidateHeader(h, shape, key);
+    if (valid.ok() && PayloadChecksum(record + sizeof(ChunkHeader), shape) != h.checksum) {
+      valid = Status::Corrupt("payload checksum mismatch");
+    }
+  }
+  if (!valid.ok()) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.load_errors++;
+    return valid;
+  }
+  if (index_.ContainsReady(key)) return Status::Ok();
+  const int64_t slab = AllocateSlab();
+  if (slab == HostPool::kNoSlab) return Status::OutOfMemory("no room in the host tier");
+  Entry e;
+  e.tier = Tier::kHost;
+  e.location = slab;
+  e.bytes = bytes;
+  e.num_tokens = shape.num_tokens;
+  if (!index_.Reserve(key, e)) {  // someone else is bringing it in
+    (void)pool_->Free(slab);
+    return Status::Ok();
+  }
+  std::memcpy(pool_->SlabAddress(slab), record, bytes);
+  LMC_RETURN_IF_ERROR(index_.Commit(key));
+  if (disk_ && !disk_->Contains(key)) (void)write_behind_->TryPush(key);
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.imported_chunks++;
+  return Status::Ok();
+}
+
 Status CacheRuntime::CorruptChunkForTesting(const ChunkKey& key) {
   LMC_ENTER();
   Entry e;

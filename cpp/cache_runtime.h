@@ -92,6 +92,7 @@ struct RuntimeStats {
   uint64_t promoted_chunks = 0;         // disk -> L1
   uint64_t prefetch_dropped = 0;        // prefetches refused by a full queue
   uint64_t write_behind_dropped = 0;    // L1 -> disk writes refused by a full queue
+  uint64_t imported_chunks = 0;         // records brought in from outside (the remote tier)
   bool disk_enabled = false;
   DiskStats disk;
 };
@@ -135,6 +136,17 @@ class CacheRuntime {
   Status Clear(size_t* removed, bool include_disk = true);
   // Blocks until queued write-behind has reached the disk (tests, clean shutdown).
   void FlushWrites();
+  // Record exchange with tiers that live outside the runtime (the remote
+  // tier, in Python). Export copies a cached chunk's record (header +
+  // payload) out of L1; kNotFound when it is not there. Import checks a
+  // record (header, key, shape, checksum) and puts it in L1 (and queues it
+  // for the disk tier); a bad record is kCorrupt and counted as a load error,
+  // no room is kOutOfMemory. Neither ever blocks on another tier.
+  Status ExportRecord(const ChunkKey& key, std::vector<uint8_t>* record);
+  Status ImportRecord(const ChunkKey& key, const uint8_t* record, size_t bytes);
+  // Bytes of one stored record (0 before the shape is known).
+  size_t RecordBytes() const;
+
   // Test hook: flips one payload byte of a cached chunk, as a stray write or
   // bit rot would. kNotFound when absent.
   Status CorruptChunkForTesting(const ChunkKey& key);

@@ -29,7 +29,8 @@ fi
 "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 
 # Build and test dependencies from PyPI.
-"$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy transformers
+"$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy transformers \
+  redis hiredis zstandard lz4
 
 # lmcache itself, from this checkout (a different project named lmcache is on PyPI).
 echo "setup: pip install . (builds the native core)"

@@ -45,6 +45,13 @@ class Config:
     write_behind_chunks: int = _field(64, "L1-to-disk writes queued; more are dropped (and counted).", minimum=1)
     disk_lock_timeout_s: float = _field(10.0, "How long to wait for another process to release the disk directory.",
                                         minimum=0.0)
+    remote_url: str = _field("", "Shared remote tier (L3): redis://, rediss://, redis+cluster://h1:p1,h2:p2 "
+                             "(password in the URL is never logged); empty: none.")
+    remote_timeout_s: float = _field(1.0, "Timeout of every remote operation; a timeout is a miss.", minimum=0.001)
+    remote_codec: str = _field("none", "Value codec on the remote tier: none, zstd, lz4 (lossless) or fp8 (lossy).",
+                               choices=("none", "zstd", "lz4", "fp8"))
+    remote_queue_chunks: int = _field(64, "Chunks queued for the remote tier; more are dropped (and counted).",
+                                      minimum=1)
     lookup_timeout_s: float = _field(5.0, "vLLM: scheduler-to-worker lookup timeout; a timeout is a miss.", minimum=0.001)
     load_failure_policy: str = _field(
         "recompute", "vLLM: what a load that fails after a hit becomes.", choices=("recompute", "fail")

@@ -15,7 +15,7 @@ import numpy as np
 
 from lmcache import _core
 from lmcache.config import Config
-from lmcache.errors import ClosedError, InvalidArgumentError
+from lmcache.errors import ClosedError, ConfigError, InvalidArgumentError
 from lmcache.layouts import TensorOrList, describe
 
 _GIB = 1 << 30
@@ -61,6 +61,14 @@ class CacheEngine:
             verify_l1_checksums=self.config.verify_l1_checksums,
             **self._disk_options(tp_rank, tp_size),
         )
+        self._remote = None
+        if self.config.remote_url:
+            from lmcache.remote import make_remote_tier
+            from lmcache.remote.store import RemoteStore
+
+            tier = make_remote_tier(self.config.remote_url, timeout_s=self.config.remote_timeout_s)
+            self._remote = RemoteStore(self._runtime, tier, codec=self.config.remote_codec,
+                                       queue_chunks=self.config.remote_queue_chunks)
         self._lock = threading.Lock()
         self._layout: Optional[_core.KVLayout] = None
         self._layout_name = "vllm_flash_attn"
@@ -74,7 +82,10 @@ class CacheEngine:
         path = c.local_disk_path
         if tp_size > 1:  # each shard owns its own directory (and lock)
             path = os.path.join(path, f"tp{tp_rank}-of-{tp_size}")
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"config key 'local_disk_path': cannot use {path!r} as a directory: {e.strerror}") from None
         return {
             "disk_dir": path,
             "disk_capacity_bytes": int(c.disk_capacity_gb * _GIB),
@@ -90,8 +101,10 @@ class CacheEngine:
         return self._runtime.disk_backend
 
     def flush_writes(self) -> None:
-        """Waits until chunks queued for the disk tier are written."""
+        """Waits until chunks queued for the disk and remote tiers are written."""
         self._runtime.flush_writes()
+        if self._remote is not None:
+            self._remote.flush()
 
     # ------------------------------------------------------------- set-up
     @property
@@ -126,7 +139,13 @@ class CacheEngine:
     # ------------------------------------------------------------- operations
     def lookup(self, tokens) -> int:
         """Number of leading tokens of `tokens` that are cached (a multiple of chunk_size)."""
-        return self._runtime.lookup(_tokens(tokens))
+        tok = _tokens(tokens)
+        hit = self._runtime.lookup(tok)
+        if self._remote is not None and hit + self.chunk_size <= len(tok):
+            # The local tiers' prefix ended: ask the remote store how far it goes on.
+            keys = self._runtime.hash_tokens(tok)
+            hit += self._remote.count_prefix(keys[hit // self.chunk_size:]) * self.chunk_size
+        return hit
 
     def store(
         self,
@@ -142,7 +161,10 @@ class CacheEngine:
         tok = _tokens(tokens)
         kv = self._resolve_layout(kv_caches, layout, block_size)
         slots = self._slots(kv, slot_mapping, block_ids, len(tok))
-        return self._runtime.store(tok, kv, slots)
+        stored = self._runtime.store(tok, kv, slots)
+        if self._remote is not None and stored:
+            self._remote.enqueue(self._runtime.hash_tokens(tok[: len(slots)]))
+        return stored
 
     def load(
         self,
@@ -160,7 +182,18 @@ class CacheEngine:
         tok = _tokens(tokens)
         kv = self._resolve_layout(kv_caches, layout, block_size)
         slots = self._slots(kv, slot_mapping, block_ids, len(tok))
+        if self._remote is not None:
+            self._fetch_remote_part(tok, len(slots))
         return self._runtime.load(tok, kv, slots)
+
+    def _fetch_remote_part(self, tok, num_slots: int) -> None:
+        """Brings the chunks of the wanted prefix that only the remote store has into host memory."""
+        cs = self.chunk_size
+        wanted = min(len(tok) // cs, -(-num_slots // cs))
+        local = self._runtime.lookup(tok) // cs
+        if local < wanted:
+            keys = self._runtime.hash_tokens(tok)
+            self._remote.fetch(keys[local:wanted])
 
     def pin(self, tokens) -> int:
         """Protects the cached chunks of a prefix from eviction; returns chunks pinned."""
@@ -180,10 +213,14 @@ class CacheEngine:
     def stats(self) -> dict[str, int]:
         s = self._runtime.stats()
         s["chunk_size"] = self.chunk_size
+        if self._remote is not None:
+            s.update(self._remote.snapshot())
         return s
 
     def close(self) -> None:
         """Waits for calls in flight and frees the host tier. Later calls raise ClosedError."""
+        if self._remote is not None:
+            self._remote.close()  # finishes queued writes first: they read host memory
         self._runtime.close()
         with self._lock:
             self._layout, self._kv_caches = None, None

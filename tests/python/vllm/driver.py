@@ -93,6 +93,27 @@ def main() -> None:
     res["stats_fault"] = query_worker_stats(eid)
     shutdown(llm)
 
+    # Disk tier: one engine process computes and stores; a second, fresh one
+    # on the same directory is served from disk.
+    import tempfile
+    import time
+
+    disk_dir = tempfile.mkdtemp(prefix="lmcache-vllm-disk-")
+    disk_cfg = {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "local_disk_path": disk_dir}
+    eid = f"disk1-{uuid.uuid4()}"
+    llm = make_llm(model, disk_cfg, eid)
+    res["disk_first"] = generate(llm, [A])[0]
+    deadline = time.monotonic() + 60
+    while query_worker_stats(eid)["disk_writes"] < 9 and time.monotonic() < deadline:
+        time.sleep(0.1)  # write-behind is asynchronous
+    res["stats_disk1"] = query_worker_stats(eid)
+    shutdown(llm)
+    eid = f"disk2-{uuid.uuid4()}"
+    llm = make_llm(model, disk_cfg, eid)
+    res["disk_second_process"] = generate(llm, [A])[0]
+    res["stats_disk2"] = query_worker_stats(eid)
+    shutdown(llm)
+
     print("RESULTS " + json.dumps(res), flush=True)
 
 

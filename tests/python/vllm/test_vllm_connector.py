@@ -71,3 +71,15 @@ def test_failed_loads_are_recomputed(results):
     s = results["stats_fault"]
     assert s["connector_load_failed_tokens"] > 0
     assert s["load_errors"] > 0  # at least one corruption caught by the checksum
+
+
+def test_second_engine_process_is_served_from_disk(results):
+    base = results["baseline"]["A"]["ids"]
+    assert results["disk_first"]["ids"] == base
+    assert results["stats_disk1"]["disk_writes"] == 9
+    second = results["disk_second_process"]
+    assert second["cached"] == 2303 and second["ids"] == base
+    s = results["stats_disk2"]
+    assert s["disk_recovered_records"] == 9
+    assert s["promoted_chunks"] == 9 and s["lookup_disk_hit_tokens"] == 2304
+    assert s["load_errors"] == 0
