@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -116,17 +117,30 @@ class PyRuntime {
   }
 
   // Record exchange with the Python-side remote tier.
-  py::object ExportRecord(const std::string& hex) {
+  // bytes: `prefix` (e.g. a wire header) followed by the record of a chunk
+  // in host memory, built with one copy; None when it is not there. (bytes,
+  // not bytearray or memoryview: clients send bytes fastest.)
+  py::object ExportRecord(const std::string& hex, const py::bytes& prefix) {
     const ChunkKey key = ParseKey(hex);
-    std::vector<uint8_t> record;
+    const std::string head = prefix;
+    const size_t record_bytes = rt_->RecordBytes();
+    if (record_bytes == 0) return py::none();
+    // One allocation and one copy: the record goes straight into the new bytes object.
+    py::object out = py::reinterpret_steal<py::object>(
+        PyBytes_FromStringAndSize(nullptr, Py_ssize_t(head.size() + record_bytes)));
+    if (!out) throw py::error_already_set();
+    char* dst = PyBytes_AsString(out.ptr());
+    std::memcpy(dst, head.data(), head.size());
     Status st;
+    size_t got = 0;
     {
-      py::gil_scoped_release nogil;
-      st = rt_->ExportRecord(key, &record);
+      py::gil_scoped_release nogil;  // nobody else can see the new object yet
+      st = rt_->ExportRecord(key, reinterpret_cast<uint8_t*>(dst + head.size()), record_bytes, &got);
     }
     if (st.code() == StatusCode::kNotFound) return py::none();
     Check(st);
-    return py::bytes(reinterpret_cast<const char*>(record.data()), record.size());
+    if (got != record_bytes) ThrowStatus(Status::Internal("record size changed"));
+    return out;
   }
 
   // True when the record is now in host memory; False when it was refused
@@ -298,8 +312,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("disk_backend", &PyRuntime::DiskBackend,
                              "'io_uring', 'threads' (+ ' (buffered)' without O_DIRECT), or '' without a disk tier")
       .def("corrupt_chunk_for_testing", &PyRuntime::CorruptChunkForTesting, py::arg("key_hex"))
-      .def("export_record", &PyRuntime::ExportRecord, py::arg("key_hex"),
-           "The record (header + payload) of a chunk in host memory, or None.")
+      .def("export_record", &PyRuntime::ExportRecord, py::arg("key_hex"), py::arg("prefix") = py::bytes(),
+           "bytes: `prefix`, then the record (header + payload) of a chunk in host memory; None when it is not there.")
       .def("import_record", &PyRuntime::ImportRecord, py::arg("key_hex"), py::arg("record"),
            "Checks a record and puts it in host memory; False if refused (corrupt, wrong size, no room).")
       .def_property_readonly("record_bytes", &PyRuntime::RecordBytes)

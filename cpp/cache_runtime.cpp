@@ -499,12 +499,16 @@ size_t CacheRuntime::RecordBytes() const {
   return has_shape_.load(std::memory_order_acquire) ? StoredShape().record_bytes() : 0;
 }
 
-Status CacheRuntime::ExportRecord(const ChunkKey& key, std::vector<uint8_t>* record) {
+Status CacheRuntime::ExportRecord(const ChunkKey& key, uint8_t* dst, size_t capacity, size_t* bytes) {
   LMC_ENTER();
   Entry e;
   if (!index_.Acquire(key, &e, /*touch=*/false)) return Status::NotFound("key " + key.Hex() + " is not in host memory");
-  const uint8_t* p = pool_->SlabAddress(e.location);
-  record->assign(p, p + e.bytes);
+  if (e.bytes > capacity) {
+    (void)index_.Release(key);
+    return Status::InvalidArgument("export buffer too small");
+  }
+  std::memcpy(dst, pool_->SlabAddress(e.location), e.bytes);
+  *bytes = e.bytes;
   return index_.Release(key);
 }
 

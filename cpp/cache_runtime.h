@@ -138,11 +138,12 @@ class CacheRuntime {
   void FlushWrites();
   // Record exchange with tiers that live outside the runtime (the remote
   // tier, in Python). Export copies a cached chunk's record (header +
-  // payload) out of L1; kNotFound when it is not there. Import checks a
+  // payload) out of L1 into `dst` (RecordBytes() of room); kNotFound when it
+  // is not there. Import checks a
   // record (header, key, shape, checksum) and puts it in L1 (and queues it
   // for the disk tier); a bad record is kCorrupt and counted as a load error,
   // no room is kOutOfMemory. Neither ever blocks on another tier.
-  Status ExportRecord(const ChunkKey& key, std::vector<uint8_t>* record);
+  Status ExportRecord(const ChunkKey& key, uint8_t* dst, size_t capacity, size_t* bytes);
   Status ImportRecord(const ChunkKey& key, const uint8_t* record, size_t bytes);
   // Bytes of one stored record (0 before the shape is known).
   size_t RecordBytes() const;

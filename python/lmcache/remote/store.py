@@ -88,11 +88,15 @@ class RemoteStore:
     def _write(self, keys: list[str]) -> None:
         items = []
         for k in keys:
-            record = self._rt.export_record(k)
-            if record is None:  # evicted from host memory before its turn
+            if self.codec == "none":
+                value = self._rt.export_record(k, wire.header_for_raw(self._rt.record_bytes))
+            else:
+                record = self._rt.export_record(k)
+                value = None if record is None else wire.encode(record, self.codec)
+            if value is None:  # evicted from host memory before its turn
                 self._count("remote_put_skipped")
                 continue
-            items.append((k, wire.encode(record, self.codec)))
+            items.append((k, value))
         if not items:
             return
         try:

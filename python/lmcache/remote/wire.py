@@ -2,6 +2,8 @@
 
     value = header (24 bytes) | body
     header = magic "LMCW" | version u8 | codec u8 | 2 pad | record_bytes u64 | XXH3-64(body) u64
+             (0 for codec "none": the body is the record, whose own payload checksum
+             and header are checked natively on import, so it is not hashed twice)
     body   = the record (codec "none"), or its zstd / lz4 compression, or the
              fp8 form (lossy): record header | per-layer float32 scales | e4m3 payload
 
@@ -34,10 +36,16 @@ class WireError(Exception):
     """A value that is not a whole, intact lmcache record."""
 
 
+def header_for_raw(record_bytes: int) -> bytes:
+    """The wire header of an uncompressed record: the exporter writes header
+    and record into one bytes object (one copy of the record, no concatenation)."""
+    return _HEADER.pack(MAGIC, VERSION, CODECS["none"], record_bytes, 0)
+
+
 def encode(record: bytes, codec: str) -> bytes:
     if codec == "none":
-        body = record
-    elif codec == "zstd":
+        return header_for_raw(len(record)) + record
+    if codec == "zstd":
         import zstandard
 
         body = zstandard.ZstdCompressor(level=1).compress(record)
@@ -46,7 +54,7 @@ def encode(record: bytes, codec: str) -> bytes:
 
         body = lz4.frame.compress(record)
     elif codec == "fp8":
-        body = _fp8_encode(record)
+        body = _fp8_encode(bytes(record))
     else:
         raise ValueError(f"unknown codec {codec!r}")
     return _HEADER.pack(MAGIC, VERSION, CODECS[codec], len(record), _core.checksum64(body)) + body
@@ -61,9 +69,9 @@ def decode(value: bytes, expected_record_bytes: int) -> bytes:
     if record_bytes != expected_record_bytes:
         raise WireError(f"record of {record_bytes} bytes, expected {expected_record_bytes}")
     body = memoryview(value)[_HEADER.size:]
-    if _core.checksum64(body) != checksum:
-        raise WireError("body checksum mismatch")
     name = _NAMES[codec]
+    if name != "none" and _core.checksum64(body) != checksum:
+        raise WireError("body checksum mismatch")
     try:
         if name == "none":
             record = bytes(body)

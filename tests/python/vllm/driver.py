@@ -2,7 +2,7 @@
 and prints one JSON line of results. Driven by test_vllm_connector.py (vLLM
 spawns processes, so it runs as its own script).
 
-    python driver.py MODEL_DIR
+    python driver.py MODEL_DIR [REDIS_URL]
 """
 
 from __future__ import annotations
@@ -113,6 +113,23 @@ def main() -> None:
     res["disk_second_process"] = generate(llm, [A])[0]
     res["stats_disk2"] = query_worker_stats(eid)
     shutdown(llm)
+
+    # Remote tier: two engine processes share one Redis server (no disk).
+    if len(sys.argv) > 2:
+        remote_cfg = {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "remote_url": sys.argv[2]}
+        eid = f"remote1-{uuid.uuid4()}"
+        llm = make_llm(model, remote_cfg, eid)
+        res["remote_first"] = generate(llm, [A])[0]
+        deadline = time.monotonic() + 60
+        while query_worker_stats(eid)["remote_puts"] < 9 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        res["stats_remote1"] = query_worker_stats(eid)
+        shutdown(llm)
+        eid = f"remote2-{uuid.uuid4()}"
+        llm = make_llm(model, remote_cfg, eid)
+        res["remote_second_process"] = generate(llm, [A])[0]
+        res["stats_remote2"] = query_worker_stats(eid)
+        shutdown(llm)
 
     print("RESULTS " + json.dumps(res), flush=True)
 

@@ -21,9 +21,15 @@ HERE = os.path.dirname(__file__)
 def results(tmp_path_factory):
     from lmcache.demo.models import TINY_F32, make_llama
 
+    from redis_servers import RedisServer
+
     model = make_llama(str(tmp_path_factory.mktemp("model") / "tiny-llama"), TINY_F32)
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "driver.py"), model], capture_output=True,
-                          text=True, timeout=1500, cwd=HERE)
+    redis = RedisServer()
+    try:
+        proc = subprocess.run([sys.executable, os.path.join(HERE, "driver.py"), model, redis.url],
+                              capture_output=True, text=True, timeout=1500, cwd=HERE)
+    finally:
+        redis.stop()
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS ")]
     assert proc.returncode == 0 and lines, f"driver failed (rc={proc.returncode}):\n{proc.stderr[-6000:]}"
     return json.loads(lines[-1][len("RESULTS "):])
@@ -83,3 +89,13 @@ def test_second_engine_process_is_served_from_disk(results):
     assert s["disk_recovered_records"] == 9
     assert s["promoted_chunks"] == 9 and s["lookup_disk_hit_tokens"] == 2304
     assert s["load_errors"] == 0
+
+
+def test_two_engine_processes_share_the_remote_tier(results):
+    base = results["baseline"]["A"]["ids"]
+    assert results["remote_first"]["ids"] == base
+    assert results["stats_remote1"]["remote_puts"] == 9
+    second = results["remote_second_process"]
+    assert second["cached"] == 2303 and second["ids"] == base
+    s = results["stats_remote2"]
+    assert s["imported_chunks"] == 9 and s["remote_bad_values"] == 0 and s["load_errors"] == 0

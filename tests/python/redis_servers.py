@@ -95,7 +95,7 @@ class RedisCluster:
         if out.returncode != 0:
             raise RuntimeError(f"cluster create failed: {out.stdout[-500:]} {out.stderr[-500:]}")
         deadline = time.monotonic() + 30
-        while "cluster_state:ok" not in self.servers[0].cli("cluster", "info"):
+        while not all("cluster_state:ok" in s.cli("cluster", "info") for s in self.servers):
             if time.monotonic() > deadline:
                 raise RuntimeError("cluster did not become ok")
             time.sleep(0.1)
