@@ -96,6 +96,52 @@ class PyRuntime {
     return loaded;
   }
 
+  // ---- key-addressed calls (engines that name chunks themselves) ----
+  std::vector<std::string> KeysFromIds(const std::vector<std::string>& ids) {
+    std::vector<ChunkKey> keys;
+    {
+      py::gil_scoped_release nogil;
+      Check(rt_->KeysFromIds(ids, &keys));
+    }
+    std::vector<std::string> out;
+    out.reserve(keys.size());
+    for (const auto& k : keys) out.push_back(k.Hex());
+    return out;
+  }
+
+  static std::vector<ChunkKey> ParseKeys(const std::vector<std::string>& hex) {
+    std::vector<ChunkKey> keys;
+    keys.reserve(hex.size());
+    for (const auto& h : hex) keys.push_back(ParseKey(h));
+    return keys;
+  }
+
+  size_t LookupKeys(const std::vector<std::string>& hex) {
+    const auto keys = ParseKeys(hex);
+    size_t hit = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->LookupKeys(keys, &hit));
+    return hit;
+  }
+
+  size_t StoreKeys(const std::vector<std::string>& hex, const KVLayout& layout, const py::object& slots) {
+    const auto keys = ParseKeys(hex);
+    SlotInput s(slots);
+    size_t stored = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->StoreKeys(keys, layout, s.data(), s.size(), &stored));
+    return stored;
+  }
+
+  size_t LoadKeys(const std::vector<std::string>& hex, const KVLayout& layout, const py::object& slots) {
+    const auto keys = ParseKeys(hex);
+    SlotInput s(slots);
+    size_t loaded = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->LoadKeys(keys, layout, s.data(), s.size(), &loaded));
+    return loaded;
+  }
+
   size_t Pin(const py::object& tokens, bool pin) {
     TokenInput t(tokens);
     size_t count = 0;
@@ -305,6 +351,11 @@ PYBIND11_MODULE(_core, m) {
       .def("lookup", &PyRuntime::Lookup, py::arg("tokens"))
       .def("store", &PyRuntime::Store, py::arg("tokens"), py::arg("layout"), py::arg("slots"))
       .def("load", &PyRuntime::Load, py::arg("tokens"), py::arg("layout"), py::arg("slots"))
+      .def("keys_from_ids", &PyRuntime::KeysFromIds, py::arg("ids"),
+           "Hex keys, in this runtime's namespace, of chunks an engine names itself.")
+      .def("lookup_keys", &PyRuntime::LookupKeys, py::arg("keys"), "Leading keys cached (chunks).")
+      .def("store_keys", &PyRuntime::StoreKeys, py::arg("keys"), py::arg("layout"), py::arg("slots"))
+      .def("load_keys", &PyRuntime::LoadKeys, py::arg("keys"), py::arg("layout"), py::arg("slots"))
       .def("pin", [](PyRuntime& r, const py::object& t) { return r.Pin(t, true); }, py::arg("tokens"))
       .def("unpin", [](PyRuntime& r, const py::object& t) { return r.Pin(t, false); }, py::arg("tokens"))
       .def("clear", &PyRuntime::Clear, py::arg("include_disk") = true)

@@ -131,6 +131,15 @@ Status CacheRuntime::HashLocked(const uint32_t* tokens, size_t n, std::vector<Ch
   return Status::Ok();
 }
 
+Status CacheRuntime::KeysFromIds(const std::vector<std::string>& ids, std::vector<ChunkKey>* keys) {
+  LMC_ENTER();
+  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
+  keys->clear();
+  keys->reserve(ids.size());
+  for (const std::string& id : ids) keys->push_back(ExternalKey(seed_, id));
+  return Status::Ok();
+}
+
 Status CacheRuntime::HashTokens(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) {
   LMC_ENTER();
   return HashLocked(tokens, n, keys);
@@ -140,6 +149,19 @@ Status CacheRuntime::Lookup(const uint32_t* tokens, size_t n, size_t* hit_tokens
   LMC_ENTER();
   std::vector<ChunkKey> keys;
   LMC_RETURN_IF_ERROR(HashLocked(tokens, n, &keys));
+  return LookupChunks(keys, n, hit_tokens);
+}
+
+Status CacheRuntime::LookupKeys(const std::vector<ChunkKey>& keys, size_t* hit_chunks) {
+  LMC_ENTER();
+  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
+  size_t hit_tokens = 0;
+  LMC_RETURN_IF_ERROR(LookupChunks(keys, keys.size() * options_.chunk_size, &hit_tokens));
+  *hit_chunks = hit_tokens / options_.chunk_size;
+  return Status::Ok();
+}
+
+Status CacheRuntime::LookupChunks(const std::vector<ChunkKey>& keys, size_t n, size_t* hit_tokens) {
   size_t hits = index_.CountPrefixHits(keys.data(), keys.size());
   const size_t l1_hits = hits;
   uint64_t prefetch_dropped = 0;
@@ -203,6 +225,24 @@ Status CacheRuntime::Store(const uint32_t* tokens, size_t num_tokens, const KVLa
   if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
   std::vector<ChunkKey> keys;
   LMC_RETURN_IF_ERROR(HashLocked(tokens, num_slots, &keys));
+  return StoreChunks(keys, layout, slots, num_slots, stored_tokens);
+}
+
+Status CacheRuntime::StoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                               size_t num_slots, size_t* stored_tokens) {
+  LMC_ENTER();
+  *stored_tokens = 0;
+  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
+  if (num_slots != keys.size() * options_.chunk_size) {
+    return Status::InvalidArgument(std::to_string(keys.size()) + " keys need " +
+                                   std::to_string(keys.size() * options_.chunk_size) + " slots, got " +
+                                   std::to_string(num_slots));
+  }
+  return StoreChunks(keys, layout, slots, num_slots, stored_tokens);
+}
+
+Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                                 size_t num_slots, size_t* stored_tokens) {
   LMC_RETURN_IF_ERROR(CheckLayout(layout));
   LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
 
@@ -282,6 +322,20 @@ Status CacheRuntime::Load(const uint32_t* tokens, size_t num_tokens, const KVLay
   if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
   std::vector<ChunkKey> keys;
   LMC_RETURN_IF_ERROR(HashLocked(tokens, num_tokens, &keys));
+  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens);
+}
+
+Status CacheRuntime::LoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                              size_t num_slots, size_t* loaded_tokens) {
+  LMC_ENTER();
+  *loaded_tokens = 0;
+  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
+  if (num_slots > keys.size() * options_.chunk_size) return Status::InvalidArgument("more slots than the keys cover");
+  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens);
+}
+
+Status CacheRuntime::LoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                                size_t num_slots, size_t* loaded_tokens) {
   LMC_RETURN_IF_ERROR(CheckLayout(layout));
   LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
 

@@ -112,6 +112,17 @@ class CacheRuntime {
   // Keys of the whole chunks of tokens[0, n).
   Status HashTokens(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys);
 
+  // Key-addressed operations, for engines that name chunks themselves (SGLang
+  // hands over page hashes, not tokens): KeysFromIds maps each engine id into
+  // this runtime's namespace; the *Keys calls then work on one chunk per key
+  // (num_slots = keys * chunk_size for stores).
+  Status KeysFromIds(const std::vector<std::string>& ids, std::vector<ChunkKey>* keys);
+  Status LookupKeys(const std::vector<ChunkKey>& keys, size_t* hit_chunks);
+  Status StoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots, size_t num_slots,
+                   size_t* stored_tokens);
+  Status LoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots, size_t num_slots,
+                  size_t* loaded_tokens);
+
   // Number of leading tokens of tokens[0, n) held in the cache (a multiple of chunk_size).
   Status Lookup(const uint32_t* tokens, size_t n, size_t* hit_tokens);
 
@@ -169,6 +180,12 @@ class CacheRuntime {
   explicit CacheRuntime(const RuntimeOptions& options);
   Status CheckLayout(const KVLayout& layout) const;
   Status HashLocked(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) const;
+  // The bodies shared by the token- and key-addressed calls (LMC_ENTER held).
+  Status LookupChunks(const std::vector<ChunkKey>& keys, size_t n, size_t* hit_tokens);
+  Status StoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                     size_t num_slots, size_t* stored_tokens);
+  Status LoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                    size_t num_slots, size_t* loaded_tokens);
   int64_t AllocateSlab();
   void FreeEntry(const Entry& e);
   ChunkShape StoredShape() const;

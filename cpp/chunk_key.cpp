@@ -52,6 +52,16 @@ ChunkKey NamespaceSeed(const NamespaceSpec& spec) {
   return ChunkKey{h.low64, h.high64};
 }
 
+ChunkKey ExternalKey(ChunkKey seed, const std::string& id) {
+  std::string buf(16, '\0');
+  std::memcpy(buf.data(), &seed.lo, 8);
+  std::memcpy(buf.data() + 8, &seed.hi, 8);
+  buf += "ext:";
+  buf += id;
+  const XXH128_hash_t h = XXH3_128bits(buf.data(), buf.size());
+  return ChunkKey{h.low64, h.high64};
+}
+
 void HashChunks(ChunkKey seed, const uint32_t* tokens, size_t num_tokens, size_t chunk_size,
                 std::vector<ChunkKey>* out) {
   if (chunk_size == 0) return;

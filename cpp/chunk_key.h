@@ -47,6 +47,10 @@ struct NamespaceSpec {
 
 ChunkKey NamespaceSeed(const NamespaceSpec& spec);
 
+// The key of a chunk an engine names itself (e.g. SGLang's page hash), in
+// the namespace of `seed`: XXH3-128(seed || "ext:" || id).
+ChunkKey ExternalKey(ChunkKey seed, const std::string& id);
+
 // Appends one key per *whole* chunk of `tokens` to `out` (a trailing partial
 // chunk gets no key). One native call per request; no allocation per chunk.
 void HashChunks(ChunkKey seed, const uint32_t* tokens, size_t num_tokens, size_t chunk_size,

@@ -195,6 +195,41 @@ class CacheEngine:
             keys = self._runtime.hash_tokens(tok)
             self._remote.fetch(keys[local:wanted])
 
+    # ------------------------------------------------------------- chunks named by the engine
+    # SGLang names each page by a hash of its tokens and never hands lmcache
+    # the tokens; these calls take such ids (one chunk = chunk_size tokens
+    # per id, in order) and map them into this engine's key namespace.
+    def lookup_ids(self, ids: Sequence[str]) -> int:
+        """Number of leading ids whose chunks are cached (any tier)."""
+        keys = self._runtime.keys_from_ids(list(ids))
+        hit = self._runtime.lookup_keys(keys)
+        if self._remote is not None and hit < len(keys):
+            hit += self._remote.count_prefix(keys[hit:])
+        return hit
+
+    def store_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
+                  layout: Optional[str] = None, block_size: Optional[int] = None) -> int:
+        """Stores one chunk per id from slot_mapping (len(ids) * chunk_size slots); returns tokens newly stored."""
+        keys = self._runtime.keys_from_ids(list(ids))
+        kv = self._resolve_layout(kv_caches, layout, block_size)
+        stored = self._runtime.store_keys(keys, kv, _int_array(slot_mapping, np.int64, "slot_mapping"))
+        if self._remote is not None and stored:
+            self._remote.enqueue(keys)
+        return stored
+
+    def load_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
+                 layout: Optional[str] = None, block_size: Optional[int] = None) -> int:
+        """Loads the cached leading chunks of `ids`; returns tokens now valid (a prefix of the slots)."""
+        keys = self._runtime.keys_from_ids(list(ids))
+        kv = self._resolve_layout(kv_caches, layout, block_size)
+        slots = _int_array(slot_mapping, np.int64, "slot_mapping")
+        if self._remote is not None:
+            local = self._runtime.lookup_keys(keys)
+            wanted = min(len(keys), -(-len(slots) // self.chunk_size))
+            if local < wanted:
+                self._remote.fetch(keys[local:wanted])
+        return self._runtime.load_keys(keys, kv, slots)
+
     def pin(self, tokens) -> int:
         """Protects the cached chunks of a prefix from eviction; returns chunks pinned."""
         return self._runtime.pin(_tokens(tokens))

@@ -3,7 +3,7 @@ both I/O backends, clear errors for bad settings."""
 
 import pytest
 import torch
-from conftest import flash_attn_cache
+from kv_helpers import flash_attn_cache
 
 import lmcache
 

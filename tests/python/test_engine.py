@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import flash_attn_cache
+from kv_helpers import flash_attn_cache
 
 import lmcache
 from lmcache import ClosedError, InvalidArgumentError, InvalidStateError
