@@ -32,7 +32,18 @@ fi
 "$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy transformers \
   redis hiredis zstandard lz4
 
+# SGLang pins its own torch, so it lives in its own virtual environment (~11 GB,
+# ~3.5 minutes the first time), with lmcache installed there too.
+SGLANG_VENV=${LMCACHE_SGLANG_VENV:-/opt/sglang-venv}
+if ! "$SGLANG_VENV/bin/python" -c 'import sglang' 2>/dev/null; then
+  echo "setup: SGLang 0.5.23 into $SGLANG_VENV (a few minutes)"
+  "$PY" -m venv "$SGLANG_VENV"
+  "$SGLANG_VENV/bin/pip" install -q "sglang==0.5.23"
+fi
+"$SGLANG_VENV/bin/pip" install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy
+
 # lmcache itself, from this checkout (a different project named lmcache is on PyPI).
 echo "setup: pip install . (builds the native core)"
 "$PY" -m pip install -q --no-build-isolation --no-deps .
+"$SGLANG_VENV/bin/pip" install -q --no-build-isolation --no-deps .
 "$PY" -c 'import lmcache, lmcache._core as c; print("setup: lmcache", lmcache.__version__, "device backend:", c.device_backend())'

@@ -20,4 +20,8 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir bu
 echo "== Python and integration tests"
 # Run from tests/ so that `import lmcache` is the installed package, not the source tree.
 cd tests
-python3 -m pytest python -q -p no:cacheprovider "$@"
+python3 -m pytest python -q -p no:cacheprovider --ignore=python/sglang "$@"
+
+echo "== SGLang backend tests (in SGLang's own virtual environment)"
+SGLANG_VENV=${LMCACHE_SGLANG_VENV:-/opt/sglang-venv}
+"$SGLANG_VENV/bin/python" -m pytest python/sglang -q -p no:cacheprovider "$@"

@@ -52,6 +52,9 @@ class Config:
                                choices=("none", "zstd", "lz4", "fp8"))
     remote_queue_chunks: int = _field(64, "Chunks queued for the remote tier; more are dropped (and counted).",
                                       minimum=1)
+    key_scheme: str = _field("lmcache", "How chunks are named: lmcache (XXH3 chain, native) or sglang (SGLang's "
+                             "page hashes, with chunk_size = SGLang's page size: chunks shareable with SGLang).",
+                             choices=("lmcache", "sglang"))
     lookup_timeout_s: float = _field(5.0, "vLLM: scheduler-to-worker lookup timeout; a timeout is a miss.", minimum=0.001)
     load_failure_policy: str = _field(
         "recompute", "vLLM: what a load that fails after a hit becomes.", choices=("recompute", "fail")

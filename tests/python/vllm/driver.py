@@ -93,6 +93,14 @@ def main() -> None:
     res["stats_fault"] = query_worker_stats(eid)
     shutdown(llm)
 
+    # SGLang's key scheme (what a vLLM engine uses to share chunks with SGLang).
+    eid = f"sgkeys-{uuid.uuid4()}"
+    llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "key_scheme": "sglang"}, eid)
+    res["sgkeys_first"] = generate(llm, [A])[0]
+    res["sgkeys_second"] = generate(llm, [A])[0]
+    res["sgkeys_partial"] = [generate(llm, [B1])[0], generate(llm, [B2])[0]]
+    shutdown(llm)
+
     # Disk tier: one engine process computes and stores; a second, fresh one
     # on the same directory is served from disk.
     import tempfile

@@ -99,3 +99,12 @@ def test_two_engine_processes_share_the_remote_tier(results):
     assert second["cached"] == 2303 and second["ids"] == base
     s = results["stats_remote2"]
     assert s["imported_chunks"] == 9 and s["remote_bad_values"] == 0 and s["load_errors"] == 0
+
+
+def test_sglang_key_scheme_serves_hits_too(results):
+    base = results["baseline"]
+    assert results["sgkeys_first"]["ids"] == base["A"]["ids"]
+    assert results["sgkeys_second"]["cached"] == 2303 and results["sgkeys_second"]["ids"] == base["A"]["ids"]
+    b1, b2 = results["sgkeys_partial"]
+    assert b1["ids"] == base["B1"]["ids"] and b2["ids"] == base["B2"]["ids"]
+    assert b2["cached"] == 1024  # the shared prefix, named by SGLang's page hashes

@@ -50,7 +50,8 @@ class DeviceStaging:
             self.engine.register_kv_shape(host_layers, self.layout)
             self._shape_registered = True
 
-    def store(self, token_ids: list[int], block_ids: list[int], num_tokens: int) -> int:
+    def store(self, token_ids: list[int], block_ids: list[int], num_tokens: int, ids: list[str] | None = None) -> int:
+        """`ids`: chunk names when the engine uses another key scheme (see lmcache.keys)."""
         torch = self._torch
         nblk = (num_tokens + self.block_size - 1) // self.block_size
         idx = torch.as_tensor(block_ids[:nblk], dtype=torch.long, device=self.layers[0].device)
@@ -62,9 +63,12 @@ class DeviceStaging:
         host_layers = list(host.unbind(0))
         self._register(host_layers)
         slots = np.arange(num_tokens, dtype=np.int64)
+        if ids is not None:
+            return self.engine.store_ids(ids, host_layers, slot_mapping=slots, layout=self.layout)
         return self.engine.store(token_ids[:num_tokens], host_layers, slot_mapping=slots, layout=self.layout)
 
-    def load(self, token_ids: list[int], block_ids: list[int], load_from: int, load_until: int) -> int:
+    def load(self, token_ids: list[int], block_ids: list[int], load_from: int, load_until: int,
+             ids: list[str] | None = None) -> int:
         """Returns leading tokens valid in the engine's cache (as CacheEngine.load)."""
         torch = self._torch
         bs = self.block_size
@@ -75,7 +79,10 @@ class DeviceStaging:
         self._register(host_layers)
         slots = np.arange(load_until, dtype=np.int64)
         slots[:load_from] = -1
-        loaded = self.engine.load(token_ids, host_layers, slot_mapping=slots, layout=self.layout)
+        if ids is not None:
+            loaded = self.engine.load_ids(ids, host_layers, slot_mapping=slots, layout=self.layout)
+        else:
+            loaded = self.engine.load(token_ids, host_layers, slot_mapping=slots, layout=self.layout)
         end_block = (loaded + bs - 1) // bs
         if end_block > first_block:
             device = self.layers[0].device

@@ -16,6 +16,7 @@ from lmcache.integrations.vllm import compat
 from lmcache.integrations.vllm.device_staging import DeviceStaging
 from lmcache.integrations.vllm.lookup_rpc import LookupServer, socket_name
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
+from lmcache.keys import sglang_page_hashes
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,23 @@ class WorkerSide:
             # Until the CUDA kernels land: torch gathers on the device, one copy through pinned memory.
             self._block_size = layers[0].shape[DeviceStaging.block_size_dim(layout)]
             self._staging = DeviceStaging(self.engine, layers, layout, self._block_size)
-        self._server = LookupServer(socket_name(self._engine_id, self.rank), self.engine.lookup, self.all_stats,
+        self._server = LookupServer(socket_name(self._engine_id, self.rank), self.lookup, self.all_stats,
                                     lambda include_disk: self.engine.clear(include_disk=include_disk))
         logger.info("lmcache: registered %d layers as %s; lookups served for rank %d; disk tier: %s", len(layers),
                     layout, self.rank, self.engine.disk_backend or "off")
+
+    # ---------------------------------------------------------------- key scheme
+    def _ids(self, token_ids) -> list[str] | None:
+        """SGLang page names of the whole chunks, when the config shares keys with SGLang."""
+        if self.engine.config.key_scheme != "sglang":
+            return None
+        return sglang_page_hashes(token_ids, self.engine.chunk_size)
+
+    def lookup(self, token_ids) -> int:
+        ids = self._ids(token_ids)
+        if ids is None:
+            return self.engine.lookup(token_ids)
+        return self.engine.lookup_ids(ids) * self.engine.chunk_size
 
     # ---------------------------------------------------------------- loads
     def start_load_kv(self, meta: LMCacheConnectorMetadata) -> None:
@@ -79,7 +93,10 @@ class WorkerSide:
             self._faults.maybe_fail(work.token_ids[: work.load_until])
         try:
             if self._staging is not None:
-                loaded = self._staging.load(work.token_ids, work.block_ids, work.load_from, work.load_until)
+                loaded = self._staging.load(work.token_ids, work.block_ids, work.load_from, work.load_until,
+                                            self._ids(work.token_ids))
+            elif (ids := self._ids(work.token_ids)) is not None:
+                loaded = self.engine.load_ids(ids, slot_mapping=slots)
             else:
                 loaded = self.engine.load(work.token_ids, slot_mapping=slots)
         except Exception as e:  # a failed load is a miss, never a crash
@@ -116,7 +133,10 @@ class WorkerSide:
             self.stats["store_requests"] += 1
             try:
                 if self._staging is not None:
-                    stored = self._staging.store(work.token_ids, work.block_ids, work.store_until)
+                    stored = self._staging.store(work.token_ids, work.block_ids, work.store_until,
+                                                 self._ids(work.token_ids[: work.store_until]))
+                elif (ids := self._ids(work.token_ids[: work.store_until])) is not None:
+                    stored = self.engine.store_ids(ids, slot_mapping=self._slots(work.block_ids, work.store_until))
                 else:
                     stored = self.engine.store(work.token_ids[: work.store_until],
                                                slot_mapping=self._slots(work.block_ids, work.store_until))
