@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import pickle
 import statistics
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 import lmcache
+from report import report
 
 
 def median_time(fn, repeats: int) -> float:
@@ -127,17 +127,9 @@ def main() -> None:
         "l1_store_vs_memcpy": (">=", 0.8),
         "l1_load_vs_memcpy": (">=", 0.8),
     }
-    print(f"{'metric':34} {'value':>12}  target")
-    for key, value in results.items():
-        t = targets.get(key)
-        mark = ""
-        if t:
-            ok = value <= t[1] if t[0] == "<=" else value >= t[1]
-            mark = f"{t[0]} {t[1]:g}  {'met' if ok else 'MISSED'}"
-        print(f"{key:34} {value:12.3f}  {mark}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    checks = [(f"{key} {op} {bound:g}", results[key] <= bound if op == "<=" else results[key] >= bound)
+              for key, (op, bound) in targets.items()]
+    report(results, checks, args.json)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import tempfile
 import time
 
 import numpy as np
+from report import report
 
 os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "1"
 
@@ -166,17 +167,11 @@ def main() -> None:
         r.update(bench_vllm_disk(work, args.repeats))
         r["disk_vs_l1_ttft"] = r["ttft_lmcache_disk_ms"] / r["ttft_lmcache_l1_ms"]
     shutil.rmtree(work, ignore_errors=True)
-    for k, v in r.items():
-        print(f"{k:26} {v:12.3f}" if isinstance(v, float) else f"{k:26} {v:>12}")
     checks = [("l2_store_gbps >= 0.8 * fio_write_gbps", r["l2_store_vs_fio"] >= 0.8),
               ("l2_load_gbps >= 0.8 * fio_read_gbps", r["l2_load_vs_fio"] >= 0.8)]
     if "disk_vs_l1_ttft" in r:
         checks.append(("ttft_lmcache_disk_ms <= 1.2 * ttft_lmcache_l1_ms", r["disk_vs_l1_ttft"] <= 1.2))
-    for name, ok in checks:
-        print(f"  {'met   ' if ok else 'MISSED'} {name}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
+    report(r, checks, args.json)
 
 
 if __name__ == "__main__":

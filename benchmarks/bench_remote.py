@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
 import numpy as np
+from report import report
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
 
@@ -122,14 +122,8 @@ def main() -> None:
     finally:
         server.stop()
 
-    for k, v in r.items():
-        print(f"{k:26} {v:10.3f}")
-    for name, ok in (("l3_store_gbps >= 0.8 * raw_set_gbps", r["l3_store_vs_raw"] >= 0.8),
-                     ("l3_load_gbps >= 0.8 * raw_get_gbps", r["l3_load_vs_raw"] >= 0.8)):
-        print(f"  {'met   ' if ok else 'MISSED'} {name}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
+    report(r, [("l3_store_gbps >= 0.8 * raw_set_gbps", r["l3_store_vs_raw"] >= 0.8),
+               ("l3_load_gbps >= 0.8 * raw_get_gbps", r["l3_load_vs_raw"] >= 0.8)], args.json)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import time
 
 os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "1"
 
+from report import report  # noqa: E402  (benchmarks/report.py)
+
 # lmcache runs twice: with vLLM's prefix cache off (what lmcache alone does)
 # and on (how one deploys it: vLLM's cache first, lmcache for the rest).
 CONFIGS = ("recompute", "vllm_prefix", "lmcache", "lmcache_with_prefix")
@@ -121,16 +123,9 @@ def main() -> None:
          r["multi_later_lmcache_ms"] <= r["multi_later_vllm_prefix_ms"]),
         ("zero_reuse_overhead <= 0.02", r["zero_reuse_overhead"] <= 0.02),
     ]
-    for key, value in r.items():
-        if key != "per_config":
-            print(f"{key:32} {value:12.3f}")
     print(f"recompute / lmcache TTFT: {r['ttft_recompute_ms'] / r['ttft_lmcache_l1_ms']:.1f}x; "
           f"vLLM prefix / lmcache: {r['ttft_vllm_prefix_ms'] / r['ttft_lmcache_l1_ms']:.2f}x")
-    for name, ok in checks:
-        print(f"  {'met   ' if ok else 'MISSED'} {name}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
+    report(r, checks, args.json)
 
 
 if __name__ == "__main__":

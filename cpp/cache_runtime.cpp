@@ -453,7 +453,6 @@ void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vecto
   }
   disk_->ReadMany(reads);  // no lock held
 
-  uint64_t promoted = 0, corrupt = 0;
   for (size_t j = 0; j < reads.size(); ++j) {
     const ChunkKey& key = reads[j].key;
     Status st = reads[j].status;
@@ -466,8 +465,12 @@ void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vecto
         st = Status::Corrupt("payload checksum mismatch");
       }
     }
+    if (st.ok()) {
+      // Counted before the chunk becomes visible, so a reader that finds it also finds it counted.
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      stats_.promoted_chunks++;
+    }
     if (st.ok() && index_.Commit(key, /*acquire=*/held != nullptr).ok()) {
-      ++promoted;
       if (held) {
         Entry& e = (*held)[read_of[j]];
         e.tier = Tier::kHost;
@@ -481,16 +484,14 @@ void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vecto
     if (index_.Abort(key, &removed).ok()) FreeEntry(removed);
     if (st.code() == StatusCode::kCorrupt) {
       disk_->Remove(key, /*corrupt=*/true);  // never offered again
-      ++corrupt;
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      stats_.load_errors++;
     }
   }
   for (size_t i : others) {
     index_.WaitWhileWriting(keys[i]);
     if (held && !index_.Acquire(keys[i], &(*held)[i])) (*held)[i].ready = false;
   }
-  std::lock_guard<std::mutex> lock(stats_mu_);
-  stats_.promoted_chunks += promoted;
-  stats_.load_errors += corrupt;
 }
 
 void CacheRuntime::WriteBehind(const std::vector<ChunkKey>& keys) {

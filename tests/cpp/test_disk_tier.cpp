@@ -122,6 +122,10 @@ void TestRoundTripsBothBackends() {
           for (uint32_t p = 0; p < 2; ++p)
             for (uint32_t h = 0; h < 2; ++h) CHECK(std::memcmp(dst.Vec(l, p, ds[i], h), src.Vec(l, p, ss[i], h), 128) == 0);
       const RuntimeStats s = rt->Stats();
+      if (!(s.disk.writes == 3 && s.promoted_chunks == 3 && s.load_errors == 0)) {
+        std::printf("writes=%llu promoted=%llu load_errors=%llu\n", (unsigned long long)s.disk.writes,
+                    (unsigned long long)s.promoted_chunks, (unsigned long long)s.load_errors);
+      }
       CHECK(s.disk.writes == 3 && s.promoted_chunks == 3 && s.load_errors == 0);
       std::printf("  ok: %s via %s\n", order, rt->disk_backend().c_str());
       rt->Close();
