@@ -135,14 +135,14 @@ bool DiskTier::Contains(const ChunkKey& key) const {
   return records_.count(key) != 0;
 }
 
-bool DiskTier::MakeRoom(uint64_t incoming) {
-  // Called with mu_ held.
+bool DiskTier::MakeRoom(uint64_t incoming, std::vector<std::string>* unlink_later) {
+  // Called with mu_ held; the files go after the lock is released (no syscalls under it).
   if (incoming > opts_.capacity_bytes) return false;
   while (used_bytes_ + incoming > opts_.capacity_bytes) {
     ChunkKey victim;
     if (!lru_->PickVictim([](const ChunkKey&) { return true; }, &victim)) return false;
     // Unlinking while a reader has the file open is safe: the reader keeps its inode.
-    unlink(PathOf(victim, kRecordSuffix).c_str());
+    unlink_later->push_back(PathOf(victim, kRecordSuffix));
     used_bytes_ -= records_[victim];
     records_.erase(victim);
     lru_->OnErase(victim);
@@ -186,16 +186,26 @@ size_t DiskTier::WriteMany(const std::vector<DiskWrite>& writes) {
     int err = ops[i].error;
     if (close(p.fd) != 0 && err == 0) err = errno;
     if (err == 0) {
+      // Room is reserved under the lock; the rename and unlinks happen outside
+      // it. Only the write-behind thread writes, so no one else renames to this key.
+      std::vector<std::string> victims;
+      bool room;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        room = records_.count(p.w->key) == 0 && MakeRoom(p.w->bytes, &victims);
+        if (room) used_bytes_ += p.w->bytes;
+      }
+      for (const std::string& v : victims) unlink(v.c_str());
+      const bool renamed = room && rename(p.tmp.c_str(), PathOf(p.w->key, kRecordSuffix).c_str()) == 0;
       std::lock_guard<std::mutex> lock(mu_);
-      if (records_.count(p.w->key) == 0 && MakeRoom(p.w->bytes) &&
-          rename(p.tmp.c_str(), PathOf(p.w->key, kRecordSuffix).c_str()) == 0) {
+      if (renamed) {
         records_[p.w->key] = p.w->bytes;
         lru_->OnInsert(p.w->key);
-        used_bytes_ += p.w->bytes;
         ++written;
         bytes += p.w->bytes;
         continue;
       }
+      if (room) used_bytes_ -= p.w->bytes;
       if (records_.count(p.w->key) == 0) ++failed;  // no room, or rename failed
     } else {
       ++failed;
@@ -235,7 +245,19 @@ void DiskTier::ReadMany(std::vector<DiskRead>& reads) {
     }
     const int fd = OpenFile(PathOf(r.key, kRecordSuffix), O_RDONLY);
     if (fd < 0) {
-      r.status = errno == ENOENT ? Status::NotFound("record vanished") : Status::IoError("open failed", errno);
+      const int err = errno;
+      if (err == ENOENT) {
+        // Removed behind the index's back (a clear racing a rewrite, another
+        // tool): forget it, so it is one miss and not a hit that never loads.
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = records_.find(r.key);
+        if (it != records_.end()) {
+          used_bytes_ -= it->second;
+          records_.erase(it);
+          lru_->OnErase(r.key);
+        }
+      }
+      r.status = err == ENOENT ? Status::NotFound("record vanished") : Status::IoError("open failed", err);
       continue;
     }
     IoOp op;
@@ -268,24 +290,30 @@ void DiskTier::ReadMany(std::vector<DiskRead>& reads) {
 }
 
 void DiskTier::Remove(const ChunkKey& key, bool corrupt) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = records_.find(key);
-  if (it == records_.end()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = records_.find(key);
+    if (it == records_.end()) return;
+    used_bytes_ -= it->second;
+    records_.erase(it);
+    lru_->OnErase(key);
+    if (corrupt) stats_.removed_corrupt++;
+  }
   unlink(PathOf(key, kRecordSuffix).c_str());
-  used_bytes_ -= it->second;
-  records_.erase(it);
-  lru_->OnErase(key);
-  if (corrupt) stats_.removed_corrupt++;
 }
 
 void DiskTier::Clear() {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [key, bytes] : records_) {
-    unlink(PathOf(key, kRecordSuffix).c_str());
-    lru_->OnErase(key);
+  std::vector<std::string> paths;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [key, bytes] : records_) {
+      paths.push_back(PathOf(key, kRecordSuffix));
+      lru_->OnErase(key);
+    }
+    records_.clear();
+    used_bytes_ = 0;
   }
-  records_.clear();
-  used_bytes_ = 0;
+  for (const std::string& p : paths) unlink(p.c_str());
 }
 
 DiskStats DiskTier::Stats() const {

@@ -100,8 +100,9 @@ class DiskTier {
   void Scan();
   std::string PathOf(const ChunkKey& key, const char* suffix) const;
   int OpenFile(const std::string& path, int flags);
-  // Evicts LRU records until `incoming` more bytes fit. False if impossible.
-  bool MakeRoom(uint64_t incoming);
+  // Evicts LRU records until `incoming` more bytes fit (their files are added
+  // to `unlink_later`, for the caller to delete without the lock). False if impossible.
+  bool MakeRoom(uint64_t incoming, std::vector<std::string>* unlink_later);
 
   const DiskOptions opts_;
   int lock_fd_ = -1;
