@@ -2,5 +2,5 @@
 # Set-up, then the lmcache demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --no-sglang
 python3 -m lmcache.cli demo "$@"

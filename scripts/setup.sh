@@ -4,6 +4,9 @@
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --no-sglang: skip SGLang's virtual environment (the demo does not need it).
+with_sglang=1
+[ "${1:-}" = "--no-sglang" ] && with_sglang=0
 
 # System packages: build dependencies of the native core, and the servers and
 # tools the tests and benchmarks use.
@@ -35,15 +38,17 @@ fi
 # SGLang pins its own torch, so it lives in its own virtual environment (~11 GB,
 # ~3.5 minutes the first time), with lmcache installed there too.
 SGLANG_VENV=${LMCACHE_SGLANG_VENV:-/opt/sglang-venv}
-if ! "$SGLANG_VENV/bin/python" -c 'import sglang' 2>/dev/null; then
-  echo "setup: SGLang 0.5.23 into $SGLANG_VENV (a few minutes)"
-  "$PY" -m venv "$SGLANG_VENV"
-  "$SGLANG_VENV/bin/pip" install -q "sglang==0.5.23"
+if ((with_sglang)); then
+  if ! "$SGLANG_VENV/bin/python" -c 'import sglang' 2>/dev/null; then
+    echo "setup: SGLang 0.5.23 into $SGLANG_VENV (a few minutes)"
+    "$PY" -m venv "$SGLANG_VENV"
+    "$SGLANG_VENV/bin/pip" install -q "sglang==0.5.23"
+  fi
+  "$SGLANG_VENV/bin/pip" install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy
 fi
-"$SGLANG_VENV/bin/pip" install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy
 
 # lmcache itself, from this checkout (a different project named lmcache is on PyPI).
 echo "setup: pip install . (builds the native core)"
 "$PY" -m pip install -q --no-build-isolation --no-deps .
-"$SGLANG_VENV/bin/pip" install -q --no-build-isolation --no-deps .
+if ((with_sglang)); then "$SGLANG_VENV/bin/pip" install -q --no-build-isolation --no-deps .; fi
 "$PY" -c 'import lmcache, lmcache._core as c; print("setup: lmcache", lmcache.__version__, "device backend:", c.device_backend())'
