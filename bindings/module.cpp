@@ -78,21 +78,21 @@ class PyRuntime {
     return hit;
   }
 
-  size_t Store(const py::object& tokens, const KVLayout& layout, const py::object& slots) {
+  size_t Store(const py::object& tokens, const KVLayout& layout, const py::object& slots, uint64_t stream) {
     TokenInput t(tokens);
     SlotInput s(slots);
     size_t stored = 0;
     py::gil_scoped_release nogil;
-    Check(rt_->Store(t.data(), t.size(), layout, s.data(), s.size(), &stored));
+    Check(rt_->Store(t.data(), t.size(), layout, s.data(), s.size(), &stored, stream));
     return stored;
   }
 
-  size_t Load(const py::object& tokens, const KVLayout& layout, const py::object& slots) {
+  size_t Load(const py::object& tokens, const KVLayout& layout, const py::object& slots, uint64_t stream) {
     TokenInput t(tokens);
     SlotInput s(slots);
     size_t loaded = 0;
     py::gil_scoped_release nogil;
-    Check(rt_->Load(t.data(), t.size(), layout, s.data(), s.size(), &loaded));
+    Check(rt_->Load(t.data(), t.size(), layout, s.data(), s.size(), &loaded, stream));
     return loaded;
   }
 
@@ -124,21 +124,23 @@ class PyRuntime {
     return hit;
   }
 
-  size_t StoreKeys(const std::vector<std::string>& hex, const KVLayout& layout, const py::object& slots) {
+  size_t StoreKeys(const std::vector<std::string>& hex, const KVLayout& layout, const py::object& slots,
+                   uint64_t stream) {
     const auto keys = ParseKeys(hex);
     SlotInput s(slots);
     size_t stored = 0;
     py::gil_scoped_release nogil;
-    Check(rt_->StoreKeys(keys, layout, s.data(), s.size(), &stored));
+    Check(rt_->StoreKeys(keys, layout, s.data(), s.size(), &stored, stream));
     return stored;
   }
 
-  size_t LoadKeys(const std::vector<std::string>& hex, const KVLayout& layout, const py::object& slots) {
+  size_t LoadKeys(const std::vector<std::string>& hex, const KVLayout& layout, const py::object& slots,
+                  uint64_t stream) {
     const auto keys = ParseKeys(hex);
     SlotInput s(slots);
     size_t loaded = 0;
     py::gil_scoped_release nogil;
-    Check(rt_->LoadKeys(keys, layout, s.data(), s.size(), &loaded));
+    Check(rt_->LoadKeys(keys, layout, s.data(), s.size(), &loaded, stream));
     return loaded;
   }
 
@@ -275,7 +277,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](uint32_t num_layers, uint32_t num_planes, uint32_t num_heads, uint32_t head_dim,
                        const std::string& dtype, uint32_t block_size, uint64_t num_blocks, int64_t stride_plane,
                        int64_t stride_block, int64_t stride_token, int64_t stride_head,
-                       std::vector<uint64_t> layer_base, uint64_t opaque_block_bytes) {
+                       std::vector<uint64_t> layer_base, uint64_t opaque_block_bytes, int32_t device) {
              KVLayout l;
              l.num_layers = num_layers;
              l.num_planes = num_planes;
@@ -290,12 +292,14 @@ PYBIND11_MODULE(_core, m) {
              l.stride_head = stride_head;
              l.layer_base = std::move(layer_base);
              l.opaque_block_bytes = opaque_block_bytes;
+             l.device = device;
              Check(l.Validate());
              return l;
            }),
            py::kw_only(), py::arg("num_layers"), py::arg("num_planes"), py::arg("num_heads"), py::arg("head_dim"),
            py::arg("dtype"), py::arg("block_size"), py::arg("num_blocks"), py::arg("stride_plane"),
-           py::arg("stride_block"), py::arg("stride_token"), py::arg("stride_head"), py::arg("layer_base"), py::arg("opaque_block_bytes") = 0)
+           py::arg("stride_block"), py::arg("stride_token"), py::arg("stride_head"), py::arg("layer_base"), py::arg("opaque_block_bytes") = 0,
+           py::arg("device") = -1)
       .def_readonly("num_layers", &KVLayout::num_layers)
       .def_readonly("num_planes", &KVLayout::num_planes)
       .def_readonly("num_heads", &KVLayout::num_heads)
@@ -305,6 +309,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("dtype", [](const KVLayout& l) { return std::string(DTypeName(l.dtype)); })
       .def_property_readonly("num_slots", &KVLayout::num_slots)
       .def_readonly("opaque_block_bytes", &KVLayout::opaque_block_bytes)
+      .def_readonly("device", &KVLayout::device)
       .def("__repr__", [](const KVLayout& l) {
         return "KVLayout(layers=" + std::to_string(l.num_layers) + ", planes=" + std::to_string(l.num_planes) +
                ", heads=" + std::to_string(l.num_heads) + ", head_dim=" + std::to_string(l.head_dim) +
@@ -349,13 +354,16 @@ PYBIND11_MODULE(_core, m) {
       .def("hash_tokens", &PyRuntime::HashTokens, py::arg("tokens"),
            "Hex keys of the whole chunks of `tokens`.")
       .def("lookup", &PyRuntime::Lookup, py::arg("tokens"))
-      .def("store", &PyRuntime::Store, py::arg("tokens"), py::arg("layout"), py::arg("slots"))
-      .def("load", &PyRuntime::Load, py::arg("tokens"), py::arg("layout"), py::arg("slots"))
+      .def("store", &PyRuntime::Store, py::arg("tokens"), py::arg("layout"), py::arg("slots"), py::arg("stream") = 0,
+           "stream: a cudaStream_t (as an int) for a layout in GPU memory; the call returns when the copy is done.")
+      .def("load", &PyRuntime::Load, py::arg("tokens"), py::arg("layout"), py::arg("slots"), py::arg("stream") = 0)
       .def("keys_from_ids", &PyRuntime::KeysFromIds, py::arg("ids"),
            "Hex keys, in this runtime's namespace, of chunks an engine names itself.")
       .def("lookup_keys", &PyRuntime::LookupKeys, py::arg("keys"), "Leading keys cached (chunks).")
-      .def("store_keys", &PyRuntime::StoreKeys, py::arg("keys"), py::arg("layout"), py::arg("slots"))
-      .def("load_keys", &PyRuntime::LoadKeys, py::arg("keys"), py::arg("layout"), py::arg("slots"))
+      .def("store_keys", &PyRuntime::StoreKeys, py::arg("keys"), py::arg("layout"), py::arg("slots"),
+           py::arg("stream") = 0)
+      .def("load_keys", &PyRuntime::LoadKeys, py::arg("keys"), py::arg("layout"), py::arg("slots"),
+           py::arg("stream") = 0)
       .def("pin", [](PyRuntime& r, const py::object& t) { return r.Pin(t, true); }, py::arg("tokens"))
       .def("unpin", [](PyRuntime& r, const py::object& t) { return r.Pin(t, false); }, py::arg("tokens"))
       .def("clear", &PyRuntime::Clear, py::arg("include_disk") = true)

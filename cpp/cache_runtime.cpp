@@ -46,6 +46,7 @@ CacheRuntime::CacheRuntime(const RuntimeOptions& options)
     : options_(options),
       threads_(options.num_threads),
       copy_(&threads_),
+      device_(MakeDeviceCopier()),
       index_(MakeEvictionPolicy(options.eviction_policy)) {}
 
 CacheRuntime::~CacheRuntime() { Close(); }
@@ -219,17 +220,17 @@ Status CheckSlots(const int64_t* slots, size_t n, uint64_t num_slots) {
 }  // namespace
 
 Status CacheRuntime::Store(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout,
-                           const int64_t* slots, size_t num_slots, size_t* stored_tokens) {
+                           const int64_t* slots, size_t num_slots, size_t* stored_tokens, uint64_t stream) {
   LMC_ENTER();
   *stored_tokens = 0;
   if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
   std::vector<ChunkKey> keys;
   LMC_RETURN_IF_ERROR(HashLocked(tokens, num_slots, &keys));
-  return StoreChunks(keys, layout, slots, num_slots, stored_tokens);
+  return StoreChunks(keys, layout, slots, num_slots, stored_tokens, stream);
 }
 
 Status CacheRuntime::StoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                               size_t num_slots, size_t* stored_tokens) {
+                               size_t num_slots, size_t* stored_tokens, uint64_t stream) {
   LMC_ENTER();
   *stored_tokens = 0;
   if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
@@ -238,11 +239,11 @@ Status CacheRuntime::StoreKeys(const std::vector<ChunkKey>& keys, const KVLayout
                                    std::to_string(keys.size() * options_.chunk_size) + " slots, got " +
                                    std::to_string(num_slots));
   }
-  return StoreChunks(keys, layout, slots, num_slots, stored_tokens);
+  return StoreChunks(keys, layout, slots, num_slots, stored_tokens, stream);
 }
 
 Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                 size_t num_slots, size_t* stored_tokens) {
+                                 size_t num_slots, size_t* stored_tokens, uint64_t stream) {
   LMC_RETURN_IF_ERROR(CheckLayout(layout));
   LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
 
@@ -291,7 +292,14 @@ Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayo
     chunk_of.push_back(c);
   }
 
-  copy_.Gather(layout, transfers);  // no lock held
+  const Status copied = GatherChunks(layout, transfers, stream);  // no lock held
+  if (!copied.ok()) {  // nothing was published: give the reservations back
+    for (size_t i = 0; i < transfers.size(); ++i) {
+      Entry removed;
+      if (index_.Abort(keys[chunk_of[i]], &removed).ok()) FreeEntry(removed);
+    }
+    return copied;
+  }
 
   for (size_t i = 0; i < transfers.size(); ++i) {
     const size_t c = chunk_of[i];
@@ -316,26 +324,26 @@ Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayo
 }
 
 Status CacheRuntime::Load(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
-                          size_t num_slots, size_t* loaded_tokens) {
+                          size_t num_slots, size_t* loaded_tokens, uint64_t stream) {
   LMC_ENTER();
   *loaded_tokens = 0;
   if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
   std::vector<ChunkKey> keys;
   LMC_RETURN_IF_ERROR(HashLocked(tokens, num_tokens, &keys));
-  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens);
+  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens, stream);
 }
 
 Status CacheRuntime::LoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                              size_t num_slots, size_t* loaded_tokens) {
+                              size_t num_slots, size_t* loaded_tokens, uint64_t stream) {
   LMC_ENTER();
   *loaded_tokens = 0;
   if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
   if (num_slots > keys.size() * options_.chunk_size) return Status::InvalidArgument("more slots than the keys cover");
-  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens);
+  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens, stream);
 }
 
 Status CacheRuntime::LoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                size_t num_slots, size_t* loaded_tokens) {
+                                size_t num_slots, size_t* loaded_tokens, uint64_t stream) {
   LMC_RETURN_IF_ERROR(CheckLayout(layout));
   LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
 
@@ -394,7 +402,8 @@ Status CacheRuntime::LoadChunks(const std::vector<ChunkKey>& keys, const KVLayou
     transfers.push_back(t);
   }
 
-  copy_.Scatter(layout, transfers);  // readers hold references: nothing is evicted under us
+  // Readers hold references: nothing is evicted under the copy.
+  const Status copied = ScatterChunks(layout, transfers, stream);
 
   for (size_t c = 0; c < prefix; ++c) {
     if (held[c].ready) (void)index_.Release(keys[c]);
@@ -404,6 +413,7 @@ Status CacheRuntime::LoadChunks(const std::vector<ChunkKey>& keys, const KVLayou
     Entry removed;
     if (index_.RemoveIfIdle(k, &removed)) FreeEntry(removed);
   }
+  if (!copied.ok()) return copied;
   size_t loaded = 0;
   for (const ChunkTransfer& t : transfers) loaded += t.num_tokens;
   *loaded_tokens = loaded;
@@ -413,6 +423,42 @@ Status CacheRuntime::LoadChunks(const std::vector<ChunkKey>& keys, const KVLayou
   stats_.loaded_tokens += loaded;
   stats_.load_errors += corrupt.size();
   return Status::Ok();
+}
+
+Status CacheRuntime::GatherChunks(const KVLayout& layout, std::vector<ChunkTransfer>& chunks, uint64_t stream) {
+  if (layout.device < 0) {
+    copy_.Gather(layout, chunks);  // hashes each layer while it is in cache
+    return Status::Ok();
+  }
+  if (!device_) return Status::InvalidArgument("the KV cache is in GPU memory, but this lmcache was built without CUDA");
+  if (!pool_->device_registered()) {
+    return Status::InvalidState("the host pool is not registered with CUDA (no GPU was visible when it was created)");
+  }
+  LMC_RETURN_IF_ERROR(device_->Gather(layout, chunks, stream));
+  // The kernels only copy; checksum the payloads here, a (chunk, layer) per task.
+  const uint32_t layers = layout.num_layers;
+  std::vector<uint64_t> sums(chunks.size() * layers);
+  threads_.ParallelFor(sums.size(), [&](size_t i) {
+    const ChunkTransfer& c = chunks[i / layers];
+    const uint64_t layer_bytes = uint64_t(layout.num_planes) * c.payload_tokens * layout.token_bytes();
+    sums[i] = LayerChecksum(c.payload + (i % layers) * layer_bytes, layer_bytes);
+  });
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    if (chunks[c].checksum_out) *chunks[c].checksum_out = CombineLayerChecksums(&sums[c * layers], layers);
+  }
+  return Status::Ok();
+}
+
+Status CacheRuntime::ScatterChunks(const KVLayout& layout, const std::vector<ChunkTransfer>& chunks, uint64_t stream) {
+  if (layout.device < 0) {
+    copy_.Scatter(layout, chunks);
+    return Status::Ok();
+  }
+  if (!device_) return Status::InvalidArgument("the KV cache is in GPU memory, but this lmcache was built without CUDA");
+  if (!pool_->device_registered()) {
+    return Status::InvalidState("the host pool is not registered with CUDA (no GPU was visible when it was created)");
+  }
+  return device_->Scatter(layout, chunks, stream);
 }
 
 ChunkShape CacheRuntime::StoredShape() const {

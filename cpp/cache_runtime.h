@@ -18,6 +18,7 @@
 #include "chunk_format.h"
 #include "chunk_key.h"
 #include "copy_engine.h"
+#include "device_copy.h"
 #include "disk_tier.h"
 #include "host_pool.h"
 #include "index.h"
@@ -119,9 +120,9 @@ class CacheRuntime {
   Status KeysFromIds(const std::vector<std::string>& ids, std::vector<ChunkKey>* keys);
   Status LookupKeys(const std::vector<ChunkKey>& keys, size_t* hit_chunks);
   Status StoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots, size_t num_slots,
-                   size_t* stored_tokens);
+                   size_t* stored_tokens, uint64_t stream = 0);
   Status LoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots, size_t num_slots,
-                  size_t* loaded_tokens);
+                  size_t* loaded_tokens, uint64_t stream = 0);
 
   // Number of leading tokens of tokens[0, n) held in the cache (a multiple of chunk_size).
   Status Lookup(const uint32_t* tokens, size_t n, size_t* hit_tokens);
@@ -129,15 +130,17 @@ class CacheRuntime {
   // Stores each whole chunk of tokens[0, num_slots) whose slots are all >= 0
   // and that is not cached yet. slots[i] is token i's slot in `layout`.
   // `num_tokens` >= num_slots. Chunks that find no space are dropped and counted.
+  // A layout in GPU memory (layout.device >= 0) moves with the CUDA kernels
+  // on `stream` (a cudaStream_t); the call returns once the copy is done.
   Status Store(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
-               size_t num_slots, size_t* stored_tokens);
+               size_t num_slots, size_t* stored_tokens, uint64_t stream = 0);
 
   // Loads the cached prefix of tokens[0, num_tokens) into `layout`, for the first
   // num_slots tokens; tokens with a negative slot are skipped. *loaded_tokens:
   // leading tokens (<= num_slots) now valid in the engine cache. A chunk that
   // vanished or failed validation ends the prefix there (never wrong data).
   Status Load(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
-              size_t num_slots, size_t* loaded_tokens);
+              size_t num_slots, size_t* loaded_tokens, uint64_t stream = 0);
 
   // Pin / unpin the cached chunks of a prefix; *count: chunks affected.
   Status Pin(const uint32_t* tokens, size_t n, size_t* count);
@@ -183,9 +186,12 @@ class CacheRuntime {
   // The bodies shared by the token- and key-addressed calls (LMC_ENTER held).
   Status LookupChunks(const std::vector<ChunkKey>& keys, size_t n, size_t* hit_tokens);
   Status StoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                     size_t num_slots, size_t* stored_tokens);
+                     size_t num_slots, size_t* stored_tokens, uint64_t stream);
   Status LoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                    size_t num_slots, size_t* loaded_tokens);
+                    size_t num_slots, size_t* loaded_tokens, uint64_t stream);
+  // Engine cache <-> payloads, on the CPU or (layout.device >= 0) the GPU.
+  Status GatherChunks(const KVLayout& layout, std::vector<ChunkTransfer>& chunks, uint64_t stream);
+  Status ScatterChunks(const KVLayout& layout, const std::vector<ChunkTransfer>& chunks, uint64_t stream);
   int64_t AllocateSlab();
   void FreeEntry(const Entry& e);
   ChunkShape StoredShape() const;
@@ -207,6 +213,7 @@ class CacheRuntime {
 
   ThreadPool threads_;
   CopyEngine copy_;
+  std::unique_ptr<DeviceCopier> device_;  // nullptr in a CPU-only build
   Index index_;
 
   std::mutex close_mu_;

@@ -52,6 +52,7 @@ struct KVLayout {
   int64_t stride_head = 0;
   std::vector<uint64_t> layer_base;  // one address per layer
   uint64_t opaque_block_bytes = 0;   // > 0: blocks move whole (see above)
+  int32_t device = -1;               // CUDA device of layer_base; -1: host memory
 
   Status Validate() const;
 

@@ -18,7 +18,8 @@ bool CudaDeviceAvailable() {
 
 bool RegisterHostMemory(void* addr, size_t bytes) {
   if (!CudaDeviceAvailable()) return false;
-  if (cudaHostRegister(addr, bytes, cudaHostRegisterPortable) != cudaSuccess) {
+  // Mapped: the copy kernels write chunks straight into the pool over PCIe.
+  if (cudaHostRegister(addr, bytes, cudaHostRegisterPortable | cudaHostRegisterMapped) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }

@@ -156,12 +156,13 @@ class CacheEngine:
         block_ids: Optional[Sequence[int]] = None,
         layout: Optional[str] = None,
         block_size: Optional[int] = None,
+        stream: Optional[int] = None,
     ) -> int:
         """Stores the whole chunks of `tokens` covered by the slot mapping; returns tokens newly stored."""
         tok = _tokens(tokens)
         kv = self._resolve_layout(kv_caches, layout, block_size)
         slots = self._slots(kv, slot_mapping, block_ids, len(tok))
-        stored = self._runtime.store(tok, kv, slots)
+        stored = self._runtime.store(tok, kv, slots, stream=_stream(kv, stream))
         if self._remote is not None and stored:
             self._remote.enqueue(self._runtime.hash_tokens(tok[: len(slots)]))
         return stored
@@ -175,6 +176,7 @@ class CacheEngine:
         block_ids: Optional[Sequence[int]] = None,
         layout: Optional[str] = None,
         block_size: Optional[int] = None,
+        stream: Optional[int] = None,
     ) -> int:
         """Loads the cached prefix of `tokens` into the slots given; returns the
         number of leading tokens now valid in the engine's cache (never more
@@ -184,7 +186,7 @@ class CacheEngine:
         slots = self._slots(kv, slot_mapping, block_ids, len(tok))
         if self._remote is not None:
             self._fetch_remote_part(tok, len(slots))
-        return self._runtime.load(tok, kv, slots)
+        return self._runtime.load(tok, kv, slots, stream=_stream(kv, stream))
 
     def _fetch_remote_part(self, tok, num_slots: int) -> None:
         """Brings the chunks of the wanted prefix that only the remote store has into host memory."""
@@ -208,17 +210,20 @@ class CacheEngine:
         return hit
 
     def store_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
-                  layout: Optional[str] = None, block_size: Optional[int] = None) -> int:
+                  layout: Optional[str] = None, block_size: Optional[int] = None,
+                  stream: Optional[int] = None) -> int:
         """Stores one chunk per id from slot_mapping (len(ids) * chunk_size slots); returns tokens newly stored."""
         keys = self._runtime.keys_from_ids(list(ids))
         kv = self._resolve_layout(kv_caches, layout, block_size)
-        stored = self._runtime.store_keys(keys, kv, _int_array(slot_mapping, np.int64, "slot_mapping"))
+        stored = self._runtime.store_keys(keys, kv, _int_array(slot_mapping, np.int64, "slot_mapping"),
+                                          stream=_stream(kv, stream))
         if self._remote is not None and stored:
             self._remote.enqueue(keys)
         return stored
 
     def load_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
-                 layout: Optional[str] = None, block_size: Optional[int] = None) -> int:
+                 layout: Optional[str] = None, block_size: Optional[int] = None,
+                 stream: Optional[int] = None) -> int:
         """Loads the cached leading chunks of `ids`; returns tokens now valid (a prefix of the slots)."""
         keys = self._runtime.keys_from_ids(list(ids))
         kv = self._resolve_layout(kv_caches, layout, block_size)
@@ -228,7 +233,7 @@ class CacheEngine:
             wanted = min(len(keys), -(-len(slots) // self.chunk_size))
             if local < wanted:
                 self._remote.fetch(keys[local:wanted])
-        return self._runtime.load_keys(keys, kv, slots)
+        return self._runtime.load_keys(keys, kv, slots, stream=_stream(kv, stream))
 
     def pin(self, tokens) -> int:
         """Protects the cached chunks of a prefix from eviction; returns chunks pinned."""
@@ -297,6 +302,18 @@ class CacheEngine:
                 f"{len(blocks)} blocks of {bs} tokens cannot hold {num_tokens} tokens"
             )
         return (blocks[:, None] * bs + np.arange(bs, dtype=np.int64)).reshape(-1)[:num_tokens]
+
+
+def _stream(layout: _core.KVLayout, stream: Optional[int]) -> int:
+    """The CUDA stream a copy of a GPU cache runs on: the caller's, or torch's
+    current stream on that device (the call returns when the copy is done)."""
+    if layout.device < 0:
+        return 0
+    if stream is not None:
+        return stream
+    import torch
+
+    return torch.cuda.current_stream(layout.device).cuda_stream
 
 
 def _int_array(values, dtype, what: str) -> np.ndarray:

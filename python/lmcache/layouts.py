@@ -119,6 +119,7 @@ def describe(kv_caches: TensorOrList, layout: str, *, block_size: int | None = N
         stride_head=0 if spec.opaque_blocks else stride.get("H", 0),
         layer_base=bases,
         opaque_block_bytes=planes * bs * heads * head_dim * es if spec.opaque_blocks else 0,
+        device=first.device.index if first.device.type == "cuda" else -1,
     )
 
 
@@ -152,11 +153,13 @@ def _check_tensor(t, spec: LayoutSpec, layout: str) -> None:
         raise InvalidArgumentError(
             f"unsupported KV dtype {t.dtype}; allowed: {', '.join(d.replace('torch.', '') for d in _DTYPES)}"
         )
-    if t.device.type != "cpu":
+    if t.device.type == "cuda" and _core.device_backend() != "cuda":
         raise InvalidArgumentError(
-            f"KV cache on {t.device}: this build moves KV with the CPU copy engine only; "
-            "pass CPU tensors (GPU engines go through the adapter's device copy)"
+            f"KV cache on {t.device}, but this lmcache was built without CUDA: "
+            "rebuild with nvcc present, or pass CPU tensors"
         )
+    if t.device.type not in ("cpu", "cuda"):
+        raise InvalidArgumentError(f"KV cache on {t.device}: lmcache moves KV from CPU or CUDA memory only")
     if t.stride()[-1] != 1:
         raise InvalidArgumentError(f"{layout}: the last dimension must be contiguous (stride 1), got {t.stride()}")
     if spec.opaque_blocks and not t[0].is_contiguous():

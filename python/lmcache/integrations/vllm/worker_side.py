@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from lmcache import _core
 from lmcache.config import Config
 from lmcache.engine import CacheEngine
 from lmcache.integrations.vllm import compat
@@ -44,6 +45,7 @@ class WorkerSide:
         self._load_error_blocks: set[int] = set()
         self._faults = None
         self._staging: DeviceStaging | None = None
+        self._store_stream = None  # GPU caches: the side stream stores copy on
         if config.fault_load_rate > 0:
             from lmcache.faults import LoadFaultInjector
 
@@ -55,10 +57,16 @@ class WorkerSide:
         layers = compat.ordered_layers(kv_caches)
         layout = layout_of(layers[0])
         self._layers, self._layout = layers, layout
-        if layers[0].device.type == "cpu":
+        if layers[0].device.type == "cpu" or _core.device_backend() == "cuda":
+            # The native copy engine, or on a GPU lmcache's CUDA kernels.
             self._block_size = self.engine.register_kv_caches(layers, layout).block_size
+            if layers[0].device.type == "cuda":
+                import torch
+
+                # Stores run here, so the compute stream only records the event they wait on.
+                self._store_stream = torch.cuda.Stream(layers[0].device)
         else:
-            # Until the CUDA kernels land: torch gathers on the device, one copy through pinned memory.
+            # A build without CUDA on a GPU engine: torch gathers on the device, one copy through pinned memory.
             self._block_size = layers[0].shape[DeviceStaging.block_size_dim(layout)]
             self._staging = DeviceStaging(self.engine, layers, layout, self._block_size)
         self._server = LookupServer(socket_name(self._engine_id, self.rank), self.lookup, self.all_stats,
@@ -127,6 +135,12 @@ class WorkerSide:
 
     # ---------------------------------------------------------------- stores
     def wait_for_save(self, meta: LMCacheConnectorMetadata) -> None:
+        stream = None
+        if self._store_stream is not None and any(w.store_until > 0 for w in meta.requests):
+            import torch
+
+            self._store_stream.wait_stream(torch.cuda.current_stream(self._store_stream.device))
+            stream = self._store_stream.cuda_stream
         for work in meta.requests:
             if work.store_until <= 0:
                 continue
@@ -136,10 +150,12 @@ class WorkerSide:
                     stored = self._staging.store(work.token_ids, work.block_ids, work.store_until,
                                                  self._ids(work.token_ids[: work.store_until]))
                 elif (ids := self._ids(work.token_ids[: work.store_until])) is not None:
-                    stored = self.engine.store_ids(ids, slot_mapping=self._slots(work.block_ids, work.store_until))
+                    stored = self.engine.store_ids(ids, slot_mapping=self._slots(work.block_ids, work.store_until),
+                                                   stream=stream)
                 else:
                     stored = self.engine.store(work.token_ids[: work.store_until],
-                                               slot_mapping=self._slots(work.block_ids, work.store_until))
+                                               slot_mapping=self._slots(work.block_ids, work.store_until),
+                                               stream=stream)
                 self.stats["stored_tokens"] += stored
             except Exception as e:  # a failed store only costs a future hit
                 logger.warning("lmcache store for %s failed: %s", work.req_id, e)
