@@ -491,6 +491,8 @@ Status CacheRuntime::Unpin(const uint32_t* tokens, size_t n, size_t* count) {
 
 Status CacheRuntime::Clear(size_t* removed, bool include_disk) {
   LMC_ENTER();
+  // Prefetches already queued would bring chunks back right after the clear.
+  if (prefetch_) prefetch_->Flush();
   std::vector<Entry> entries = index_.RemoveAllIdle();
   for (const Entry& e : entries) FreeEntry(e);
   *removed = entries.size();
