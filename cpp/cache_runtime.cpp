@@ -287,7 +287,9 @@ Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayo
     t.slots = chunk_slots;
     t.payload_tokens = cs;
     t.num_tokens = cs;
-    t.checksum_out = &checksums[c];
+    // The checksum is computed here only when L1 loads verify it; otherwise when
+    // the record leaves host memory (write-behind, export): stores stay at memcpy speed.
+    t.checksum_out = options_.verify_l1_checksums ? &checksums[c] : nullptr;
     transfers.push_back(t);
     chunk_of.push_back(c);
   }
@@ -303,7 +305,7 @@ Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayo
 
   for (size_t i = 0; i < transfers.size(); ++i) {
     const size_t c = chunk_of[i];
-    const ChunkHeader h = MakeHeader(shape, keys[c], checksums[c]);
+    const ChunkHeader h = MakeHeader(shape, keys[c], checksums[c], options_.verify_l1_checksums);
     std::memcpy(transfers[i].payload - sizeof(ChunkHeader), &h, sizeof(h));
     LMC_RETURN_IF_ERROR(index_.Commit(keys[c]));
   }
@@ -435,6 +437,7 @@ Status CacheRuntime::GatherChunks(const KVLayout& layout, std::vector<ChunkTrans
     return Status::InvalidState("the host pool is not registered with CUDA (no GPU was visible when it was created)");
   }
   LMC_RETURN_IF_ERROR(device_->Gather(layout, chunks, stream));
+  if (chunks.empty() || chunks[0].checksum_out == nullptr) return Status::Ok();
   // The kernels only copy; checksum the payloads here, a (chunk, layer) per task.
   const uint32_t layers = layout.num_layers;
   std::vector<uint64_t> sums(chunks.size() * layers);

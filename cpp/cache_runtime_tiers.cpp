@@ -3,7 +3,9 @@
 // runtime (the remote tier). The operations engines call are in
 // cache_runtime.cpp.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include "cache_runtime.h"
 
@@ -54,6 +56,7 @@ void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vecto
       std::memcpy(&h, reads[j].buf, sizeof(h));
       st = ValidateHeader(h, shape, key);
       if (st.ok() && reads[j].bytes < shape.record_bytes()) st = Status::Corrupt("record truncated");
+      if (st.ok() && !(h.flags & kChecksumValid)) st = Status::Corrupt("record without a checksum");
       if (st.ok() && PayloadChecksum(reads[j].buf + sizeof(ChunkHeader), shape) != h.checksum) {
         st = Status::Corrupt("payload checksum mismatch");
       }
@@ -88,7 +91,12 @@ void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vecto
 }
 
 void CacheRuntime::WriteBehind(const std::vector<ChunkKey>& keys) {
+  const ChunkShape shape = StoredShape();
   std::vector<DiskWrite> writes;
+  // The record in host memory is shared with readers and never modified; a
+  // record still without its checksum goes out with a sealed copy of its
+  // first page (header included) and the rest straight from the slab.
+  std::vector<std::unique_ptr<uint8_t, decltype(&std::free)>> pages;
   for (const ChunkKey& k : keys) {
     Entry e;
     // A reference keeps the slab from eviction while the disk reads it. A
@@ -98,6 +106,21 @@ void CacheRuntime::WriteBehind(const std::vector<ChunkKey>& keys) {
     w.key = k;
     w.data = pool_->SlabAddress(e.location);
     w.bytes = (e.bytes + HostPool::kAlignment - 1) / HostPool::kAlignment * HostPool::kAlignment;
+    ChunkHeader h;
+    std::memcpy(&h, w.data, sizeof(h));
+    if (!(h.flags & kChecksumValid)) {
+      uint8_t* page = static_cast<uint8_t*>(std::aligned_alloc(HostPool::kAlignment, HostPool::kAlignment));
+      if (page == nullptr) {
+        (void)index_.Release(k);
+        continue;
+      }
+      std::memcpy(page, w.data, HostPool::kAlignment);
+      h.checksum = PayloadChecksum(w.data + sizeof(ChunkHeader), shape);
+      h.flags |= kChecksumValid;
+      std::memcpy(page, &h, sizeof(h));
+      w.first_page = page;
+      pages.emplace_back(page, &std::free);
+    }
     writes.push_back(w);
   }
   disk_->WriteMany(writes);
@@ -122,6 +145,7 @@ Status CacheRuntime::ExportRecord(const ChunkKey& key, uint8_t* dst, size_t capa
   }
   std::memcpy(dst, pool_->SlabAddress(e.location), e.bytes);
   *bytes = e.bytes;
+  SealRecord(dst, StoredShape());  // a record that leaves host memory carries its checksum
   return index_.Release(key);
 }
 
@@ -137,6 +161,7 @@ Status CacheRuntime::ImportRecord(const ChunkKey& key, const uint8_t* record, si
   } else {
     std::memcpy(&h, record, sizeof(h));
     valid = ValidateHeader(h, shape, key);
+    if (valid.ok() && !(h.flags & kChecksumValid)) valid = Status::Corrupt("record without a checksum");
     if (valid.ok() && PayloadChecksum(record + sizeof(ChunkHeader), shape) != h.checksum) {
       valid = Status::Corrupt("payload checksum mismatch");
     }

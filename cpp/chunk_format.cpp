@@ -8,7 +8,7 @@
 
 namespace lmcache {
 
-ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t checksum) {
+ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t checksum, bool checksum_valid) {
   ChunkHeader h;
   std::memset(&h, 0, sizeof(h));
   h.magic = kChunkMagic;
@@ -24,6 +24,7 @@ ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t ch
   h.key_lo = key.lo;
   h.key_hi = key.hi;
   h.opaque_block_size = shape.opaque_block_size;
+  h.flags = checksum_valid ? kChecksumValid : 0;
   return h;
 }
 
@@ -44,7 +45,23 @@ Status ValidateHeader(const ChunkHeader& h, const ChunkShape& expected, const Ch
   return Status::Ok();
 }
 
+void SealRecord(uint8_t* record, const ChunkShape& shape) {
+  ChunkHeader h;
+  std::memcpy(&h, record, sizeof(h));
+  if (h.flags & kChecksumValid) return;
+  h.checksum = PayloadChecksum(record + sizeof(ChunkHeader), shape);
+  h.flags |= kChecksumValid;
+  std::memcpy(record, &h, sizeof(h));
+}
+
 uint64_t LayerChecksum(const uint8_t* data, size_t bytes) { return XXH3_64bits(data, bytes); }
+
+LayerHasher::LayerHasher() : state_(XXH3_createState()) { XXH3_64bits_reset(static_cast<XXH3_state_t*>(state_)); }
+LayerHasher::~LayerHasher() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
+void LayerHasher::Update(const uint8_t* data, size_t bytes) {
+  XXH3_64bits_update(static_cast<XXH3_state_t*>(state_), data, bytes);
+}
+uint64_t LayerHasher::Digest() const { return XXH3_64bits_digest(static_cast<const XXH3_state_t*>(state_)); }
 
 uint64_t CombineLayerChecksums(const uint64_t* layer_sums, size_t num_layers) {
   return XXH3_64bits(layer_sums, num_layers * sizeof(uint64_t));

@@ -21,7 +21,12 @@
 namespace lmcache {
 
 constexpr uint32_t kChunkMagic = 0x4B434D4Cu;  // "LMCK" in little-endian memory
-constexpr uint16_t kChunkFormatVersion = 1;
+constexpr uint16_t kChunkFormatVersion = 2;
+// ChunkHeader::flags. Without it the checksum field is not computed yet: a
+// record in host memory gets its checksum only when it leaves (disk, remote)
+// unless verify_l1_checksums asks for it at store time. Records on disk or
+// the wire always carry it.
+constexpr uint8_t kChecksumValid = 1;
 
 struct ChunkHeader {
   uint32_t magic;
@@ -37,7 +42,8 @@ struct ChunkHeader {
   uint64_t key_lo;
   uint64_t key_hi;
   uint32_t opaque_block_size;  // 0: token-major payload; N: whole engine blocks of N tokens
-  uint8_t reserved[4];
+  uint8_t flags;               // kChecksumValid
+  uint8_t reserved[3];
 };
 static_assert(sizeof(ChunkHeader) == 64, "the header is part of the on-disk format");
 
@@ -62,13 +68,30 @@ struct ChunkShape {
   uint64_t record_bytes() const { return sizeof(ChunkHeader) + payload_bytes(); }
 };
 
-ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t checksum);
+ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t checksum, bool checksum_valid = true);
+// Fills in the checksum of a record whose header lacks it (the record must be whole).
+void SealRecord(uint8_t* record, const ChunkShape& shape);
 
 // Checks magic, version, shape and key against what the reader expects.
 // Does not read the payload.
 Status ValidateHeader(const ChunkHeader& header, const ChunkShape& expected, const ChunkKey& key);
 
 uint64_t LayerChecksum(const uint8_t* data, size_t bytes);
+
+// LayerChecksum of a layer fed in pieces, in order (same result): the copy
+// engine hashes each run right after copying it, while it is in L1 cache.
+class LayerHasher {
+ public:
+  LayerHasher();
+  ~LayerHasher();
+  LayerHasher(const LayerHasher&) = delete;
+  LayerHasher& operator=(const LayerHasher&) = delete;
+  void Update(const uint8_t* data, size_t bytes);
+  uint64_t Digest() const;
+
+ private:
+  void* state_;  // XXH3_state_t
+};
 uint64_t CombineLayerChecksums(const uint64_t* layer_sums, size_t num_layers);
 // Full payload checksum (hashes each layer, then combines): what a reader uses
 // to verify a record it did not write.

@@ -15,7 +15,8 @@ enum class Direction { kGather, kScatter };
 // Moves one layer of one chunk. Runs of consecutive slots inside one block are
 // moved with one memcpy when the layout keeps a block's tokens back to back.
 template <Direction dir>
-void CopyLayer(const KVLayout& layout, const ChunkTransfer& chunk, uint32_t layer, uint8_t* layer_payload) {
+void CopyLayer(const KVLayout& layout, const ChunkTransfer& chunk, uint32_t layer, uint8_t* layer_payload,
+               LayerHasher* hasher) {
   const uint64_t token_bytes = layout.token_bytes();
   const bool tokens_contiguous = layout.tokens_contiguous();
   const bool heads_contiguous = layout.heads_contiguous();
@@ -43,6 +44,7 @@ void CopyLayer(const KVLayout& layout, const ChunkTransfer& chunk, uint32_t laye
       if (heads_contiguous) {
         if constexpr (dir == Direction::kGather) {
           std::memcpy(stored, engine, run * token_bytes);
+          if (hasher) hasher->Update(stored, run * token_bytes);
         } else {
           std::memcpy(engine, stored, run * token_bytes);
         }
@@ -52,6 +54,7 @@ void CopyLayer(const KVLayout& layout, const ChunkTransfer& chunk, uint32_t laye
           uint8_t* s = stored + h * head_bytes;
           if constexpr (dir == Direction::kGather) {
             std::memcpy(s, e, head_bytes);
+            if (hasher) hasher->Update(s, head_bytes);
           } else {
             std::memcpy(e, s, head_bytes);
           }
@@ -66,7 +69,8 @@ void CopyLayer(const KVLayout& layout, const ChunkTransfer& chunk, uint32_t laye
 // whole if any of its tokens wants moving (the caller checked that the slots
 // of one block agree on the block and on the offsets).
 template <Direction dir>
-void CopyLayerBlocks(const KVLayout& layout, const ChunkTransfer& chunk, uint32_t layer, uint8_t* layer_payload) {
+void CopyLayerBlocks(const KVLayout& layout, const ChunkTransfer& chunk, uint32_t layer, uint8_t* layer_payload,
+                     LayerHasher* hasher) {
   const uint32_t bs = layout.block_size;
   const uint64_t bytes = layout.opaque_block_bytes;
   for (uint32_t first = 0, j = 0; first < chunk.num_tokens; first += bs, ++j) {
@@ -78,6 +82,7 @@ void CopyLayerBlocks(const KVLayout& layout, const ChunkTransfer& chunk, uint32_
     uint8_t* stored = layer_payload + uint64_t(j) * bytes;
     if constexpr (dir == Direction::kGather) {
       std::memcpy(stored, engine, bytes);
+      if (hasher) hasher->Update(stored, bytes);
     } else {
       std::memcpy(engine, stored, bytes);
     }
@@ -85,11 +90,12 @@ void CopyLayerBlocks(const KVLayout& layout, const ChunkTransfer& chunk, uint32_
 }
 
 template <Direction dir>
-void CopyChunkLayer(const KVLayout& layout, const ChunkTransfer& chunk, uint32_t layer, uint8_t* layer_payload) {
+void CopyChunkLayer(const KVLayout& layout, const ChunkTransfer& chunk, uint32_t layer, uint8_t* layer_payload,
+                    LayerHasher* hasher = nullptr) {
   if (layout.opaque_blocks()) {
-    CopyLayerBlocks<dir>(layout, chunk, layer, layer_payload);
+    CopyLayerBlocks<dir>(layout, chunk, layer, layer_payload, hasher);
   } else {
-    CopyLayer<dir>(layout, chunk, layer, layer_payload);
+    CopyLayer<dir>(layout, chunk, layer, layer_payload, hasher);
   }
 }
 
@@ -122,9 +128,14 @@ void CopyEngine::Gather(const KVLayout& layout, std::vector<ChunkTransfer>& chun
     const uint32_t layer = static_cast<uint32_t>(i % layers);
     const uint64_t layer_bytes = uint64_t(layout.num_planes) * c.payload_tokens * layout.token_bytes();
     uint8_t* dst = c.payload + layer * layer_bytes;
-    CopyChunkLayer<Direction::kGather>(layout, c, layer, dst);
-    // Hash right after the copy, while the layer is still in this core's cache.
-    layer_sums[i] = LayerChecksum(dst, layer_bytes);
+    if (c.checksum_out == nullptr) {  // no checksum wanted now (see chunk_format.h)
+      CopyChunkLayer<Direction::kGather>(layout, c, layer, dst);
+      return;
+    }
+    // Each run is hashed right after it is copied, while it is in this core's L1.
+    LayerHasher hasher;
+    CopyChunkLayer<Direction::kGather>(layout, c, layer, dst, &hasher);
+    layer_sums[i] = hasher.Digest();
   });
   for (size_t c = 0; c < chunks.size(); ++c) {
     if (chunks[c].checksum_out) *chunks[c].checksum_out = CombineLayerChecksums(&layer_sums[c * layers], layers);

@@ -19,7 +19,7 @@ struct ChunkTransfer {
   const int64_t* slots = nullptr;
   uint32_t payload_tokens = 0;
   uint32_t num_tokens = 0;
-  // Gather only: receives the payload checksum (see chunk_format.h).
+  // Gather only: receives the payload checksum (see chunk_format.h); null: not computed.
   uint64_t* checksum_out = nullptr;
 };
 

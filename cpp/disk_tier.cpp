@@ -159,6 +159,7 @@ size_t DiskTier::WriteMany(const std::vector<DiskWrite>& writes) {
   };
   std::vector<Pending> pending;
   std::vector<IoOp> ops;
+  std::vector<size_t> op_owner;  // op -> pending record
   uint64_t failed = 0, enospc = 0;
   for (const DiskWrite& w : writes) {
     if (Contains(w.key)) continue;
@@ -170,20 +171,38 @@ size_t DiskTier::WriteMany(const std::vector<DiskWrite>& writes) {
       continue;
     }
     pending.push_back({&w, fd, tmp});
-    IoOp op;
-    op.fd = fd;
-    op.write = true;
-    op.buf = const_cast<uint8_t*>(w.data);
-    op.len = w.bytes;
-    ops.push_back(op);
+    const size_t head = w.first_page ? std::min<size_t>(kAlign, w.bytes) : 0;
+    if (head) {
+      IoOp op;
+      op.fd = fd;
+      op.write = true;
+      op.buf = const_cast<uint8_t*>(w.first_page);
+      op.len = head;
+      ops.push_back(op);
+      op_owner.push_back(pending.size() - 1);
+    }
+    if (w.bytes > head) {
+      IoOp op;
+      op.fd = fd;
+      op.write = true;
+      op.buf = const_cast<uint8_t*>(w.data) + head;
+      op.len = w.bytes - head;
+      op.offset = head;
+      ops.push_back(op);
+      op_owner.push_back(pending.size() - 1);
+    }
   }
   io_->Run(ops);  // no lock held during I/O
+  std::vector<int> errors(pending.size(), 0);
+  for (size_t o = 0; o < ops.size(); ++o) {
+    if (ops[o].error && !errors[op_owner[o]]) errors[op_owner[o]] = ops[o].error;
+  }
 
   size_t written = 0;
   uint64_t bytes = 0;
   for (size_t i = 0; i < pending.size(); ++i) {
     const Pending& p = pending[i];
-    int err = ops[i].error;
+    int err = errors[i];
     if (close(p.fd) != 0 && err == 0) err = errno;
     if (err == 0) {
       // Room is reserved under the lock; the rename and unlinks happen outside

@@ -59,10 +59,13 @@ struct DiskStats {
 };
 
 // One record to write: `data` is aligned to 4096 and `bytes` is a multiple of 4096.
+// With `first_page` (aligned, 4096 bytes), the first page comes from there
+// instead of `data` (a record whose header is sealed in a copy).
 struct DiskWrite {
   ChunkKey key;
   const uint8_t* data = nullptr;
   size_t bytes = 0;
+  const uint8_t* first_page = nullptr;
 };
 
 // One record to read into `buf` (aligned, `capacity` bytes). Out: `bytes`
