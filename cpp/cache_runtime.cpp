@@ -307,7 +307,16 @@ Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayo
     const size_t c = chunk_of[i];
     const ChunkHeader h = MakeHeader(shape, keys[c], checksums[c], options_.verify_l1_checksums);
     std::memcpy(transfers[i].payload - sizeof(ChunkHeader), &h, sizeof(h));
-    LMC_RETURN_IF_ERROR(index_.Commit(keys[c]));
+    const Status committed = index_.Commit(keys[c]);
+    if (!committed.ok()) {
+      // A bookkeeping bug; still give back every reservation not yet
+      // published, or readers waiting on them would wait forever.
+      for (size_t j = i + 1; j < transfers.size(); ++j) {
+        Entry removed;
+        if (index_.Abort(keys[chunk_of[j]], &removed).ok()) FreeEntry(removed);
+      }
+      return committed;
+    }
   }
   *stored_tokens = transfers.size() * cs;
   uint64_t write_dropped = 0;

@@ -174,6 +174,7 @@ class CacheRuntime {
   bool closed() const { return closed_.load(); }
   // "io_uring" or "threads", with " (buffered)" when the filesystem has no O_DIRECT; "" without a disk tier.
   std::string disk_backend() const {
+    std::shared_lock<std::shared_mutex> lifecycle(lifecycle_);  // Close resets disk_
     if (!disk_) return "";
     return std::string(disk_->backend_name()) + (disk_->direct_io() ? "" : " (buffered)");
   }

@@ -164,6 +164,8 @@ class RemoteStore:
 
     # ------------------------------------------------------------ misc
     def _unavailable(self, op: str, e: Exception, dropped: int) -> None:
+        # The server may come back empty (a restart): what we knew it held is stale.
+        self._known.clear()
         self._count("remote_errors")
         self._count(f"remote_{op}_errors")
         if dropped:
@@ -209,6 +211,10 @@ class _RecentKeys:
             self._d.move_to_end(k)
             if len(self._d) > self._size:
                 self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
 
     def discard(self, k: str) -> None:
         with self._lock:

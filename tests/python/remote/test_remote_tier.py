@@ -106,8 +106,9 @@ def test_killed_restarted_reconnects(redis_server):
         redis_server.start()  # empty after restart (no persistence)
         e.clear()
         e.store(t2, block_ids=list(range(8, 16)))
+        e.store(t1, block_ids=list(range(8)))  # put before the restart: the server lost it
         e.flush_writes()
-        assert e.stats()["remote_puts"] == 8  # the tier reconnected by itself
+        assert e.stats()["remote_puts"] == 12  # reconnected by itself, and t1 went again
     hit, n, dst, _ = load_into_fresh(redis_server.url, t2)
     assert hit == n == 128 and same_blocks(src, dst, list(range(8, 16)), 8)
 
