@@ -41,6 +41,43 @@ ChunkKey ParseKey(const std::string& hex) {
   return k;
 }
 
+// A load in steps (see PendingLoad): the handle Python holds.
+class PyPendingLoad {
+ public:
+  explicit PyPendingLoad(std::unique_ptr<PendingLoad> load) : load_(std::move(load)) {}
+  size_t tokens() const { return load_->tokens(); }
+  uint32_t num_layers() const { return load_->num_layers(); }
+  uint32_t layers_done() const { return load_->layers_done(); }
+  void LoadLayers(uint32_t end_layer) {
+    py::gil_scoped_release nogil;
+    Check(load_->LoadLayers(end_layer));
+  }
+  void Finish() {
+    py::gil_scoped_release nogil;
+    Check(load_->Finish());
+  }
+
+ private:
+  std::unique_ptr<PendingLoad> load_;
+};
+
+// A store in two steps (see PendingStore).
+class PyPendingStore {
+ public:
+  explicit PyPendingStore(std::unique_ptr<PendingStore> store) : store_(std::move(store)) {}
+  size_t tokens() const { return store_->tokens(); }
+  size_t Finish() {
+    {
+      py::gil_scoped_release nogil;
+      Check(store_->Finish());
+    }
+    return store_->tokens();
+  }
+
+ private:
+  std::unique_ptr<PendingStore> store_;
+};
+
 // Owns the runtime; Close() is explicit, and the destructor closes too.
 class PyRuntime {
  public:
@@ -96,6 +133,30 @@ class PyRuntime {
     return loaded;
   }
 
+  std::unique_ptr<PyPendingStore> BeginStore(const py::object& tokens, const KVLayout& layout,
+                                             const py::object& slots, uint64_t stream) {
+    TokenInput t(tokens);
+    SlotInput s(slots);
+    std::unique_ptr<PendingStore> store;
+    {
+      py::gil_scoped_release nogil;
+      Check(rt_->BeginStore(t.data(), t.size(), layout, s.data(), s.size(), stream, &store));
+    }
+    return std::make_unique<PyPendingStore>(std::move(store));
+  }
+
+  std::unique_ptr<PyPendingLoad> BeginLoad(const py::object& tokens, const KVLayout& layout, const py::object& slots,
+                                           uint64_t stream) {
+    TokenInput t(tokens);
+    SlotInput s(slots);
+    std::unique_ptr<PendingLoad> load;
+    {
+      py::gil_scoped_release nogil;
+      Check(rt_->BeginLoad(t.data(), t.size(), layout, s.data(), s.size(), stream, &load));
+    }
+    return std::make_unique<PyPendingLoad>(std::move(load));
+  }
+
   // ---- key-addressed calls (engines that name chunks themselves) ----
   std::vector<std::string> KeysFromIds(const std::vector<std::string>& ids) {
     std::vector<ChunkKey> keys;
@@ -142,6 +203,30 @@ class PyRuntime {
     py::gil_scoped_release nogil;
     Check(rt_->LoadKeys(keys, layout, s.data(), s.size(), &loaded, stream));
     return loaded;
+  }
+
+  std::unique_ptr<PyPendingStore> BeginStoreKeys(const std::vector<std::string>& hex, const KVLayout& layout,
+                                                 const py::object& slots, uint64_t stream) {
+    const auto keys = ParseKeys(hex);
+    SlotInput s(slots);
+    std::unique_ptr<PendingStore> store;
+    {
+      py::gil_scoped_release nogil;
+      Check(rt_->BeginStoreKeys(keys, layout, s.data(), s.size(), stream, &store));
+    }
+    return std::make_unique<PyPendingStore>(std::move(store));
+  }
+
+  std::unique_ptr<PyPendingLoad> BeginLoadKeys(const std::vector<std::string>& hex, const KVLayout& layout,
+                                               const py::object& slots, uint64_t stream) {
+    const auto keys = ParseKeys(hex);
+    SlotInput s(slots);
+    std::unique_ptr<PendingLoad> load;
+    {
+      py::gil_scoped_release nogil;
+      Check(rt_->BeginLoadKeys(keys, layout, s.data(), s.size(), stream, &load));
+    }
+    return std::make_unique<PyPendingLoad>(std::move(load));
   }
 
   size_t Pin(const py::object& tokens, bool pin) {
@@ -317,6 +402,23 @@ PYBIND11_MODULE(_core, m) {
                ", num_blocks=" + std::to_string(l.num_blocks) + ")";
       });
 
+  py::class_<PyPendingLoad>(m, "PendingLoad",
+                            "A load in steps: the cached prefix is held from begin_load until finish(); "
+                            "load_layers(end) moves the layers up to `end` (on a GPU: enqueued on the load's stream).")
+      .def_property_readonly("tokens", &PyPendingLoad::tokens, "Leading tokens the load delivers.")
+      .def_property_readonly("num_layers", &PyPendingLoad::num_layers)
+      .def_property_readonly("layers_done", &PyPendingLoad::layers_done)
+      .def("load_layers", &PyPendingLoad::LoadLayers, py::arg("end_layer"))
+      .def("finish", &PyPendingLoad::Finish, "Waits for device copies and releases the chunks (idempotent).")
+      .def("__enter__", [](PyPendingLoad& l) -> PyPendingLoad& { return l; }, py::return_value_policy::reference)
+      .def("__exit__", [](PyPendingLoad& l, const py::object&, const py::object&, const py::object&) { l.Finish(); });
+
+  py::class_<PyPendingStore>(m, "PendingStore",
+                             "A store in two steps: begin_store reserves the chunks and starts the copy (on a GPU: "
+                             "enqueued on the stream); finish() waits for it and publishes the chunks.")
+      .def_property_readonly("tokens", &PyPendingStore::tokens, "Tokens the store adds once finished.")
+      .def("finish", &PyPendingStore::Finish, "Publishes the chunks; returns the tokens stored (idempotent).");
+
   py::class_<PyRuntime>(m, "Runtime", "The native cache runtime: keys, index, host tier, copy engine.")
       .def(py::init([](uint32_t chunk_size, uint64_t l1_capacity_bytes, int num_threads,
                        const std::string& eviction_policy, const std::string& model_id,
@@ -357,6 +459,16 @@ PYBIND11_MODULE(_core, m) {
       .def("store", &PyRuntime::Store, py::arg("tokens"), py::arg("layout"), py::arg("slots"), py::arg("stream") = 0,
            "stream: a cudaStream_t (as an int) for a layout in GPU memory; the call returns when the copy is done.")
       .def("load", &PyRuntime::Load, py::arg("tokens"), py::arg("layout"), py::arg("slots"), py::arg("stream") = 0)
+      .def("begin_store", &PyRuntime::BeginStore, py::arg("tokens"), py::arg("layout"), py::arg("slots"),
+           py::arg("stream") = 0, py::keep_alive<0, 1>(),
+           "The store of `store`, in two steps: a PendingStore (GPU caches: the copy is enqueued on `stream`).")
+      .def("begin_store_keys", &PyRuntime::BeginStoreKeys, py::arg("keys"), py::arg("layout"), py::arg("slots"),
+           py::arg("stream") = 0, py::keep_alive<0, 1>())
+      .def("begin_load", &PyRuntime::BeginLoad, py::arg("tokens"), py::arg("layout"), py::arg("slots"),
+           py::arg("stream") = 0, py::keep_alive<0, 1>(),
+           "The load of `load`, in steps: a PendingLoad holding the cached prefix.")
+      .def("begin_load_keys", &PyRuntime::BeginLoadKeys, py::arg("keys"), py::arg("layout"), py::arg("slots"),
+           py::arg("stream") = 0, py::keep_alive<0, 1>())
       .def("keys_from_ids", &PyRuntime::KeysFromIds, py::arg("ids"),
            "Hex keys, in this runtime's namespace, of chunks an engine names itself.")
       .def("lookup_keys", &PyRuntime::LookupKeys, py::arg("keys"), "Leading keys cached (chunks).")

@@ -13,6 +13,14 @@ struct lmc_engine {
   std::unique_ptr<lmcache::CacheRuntime> runtime;
 };
 
+struct lmc_pending_load {
+  std::unique_ptr<lmcache::PendingLoad> load;
+};
+
+struct lmc_pending_store {
+  std::unique_ptr<lmcache::PendingStore> store;
+};
+
 namespace {
 
 thread_local std::string g_last_error;
@@ -55,6 +63,12 @@ lmcache::Status ToLayout(const lmc_kv_layout* in, lmcache::KVLayout* out) {
   out->stride_token = in->stride_token;
   out->stride_head = in->stride_head;
   out->layer_base.assign(in->layer_base, in->layer_base + in->num_layers);
+  if (in->memory == LMC_MEMORY_CUDA) {
+    if (in->cuda_device < 0) return lmcache::Status::InvalidArgument("layout.cuda_device must be >= 0");
+    out->device = in->cuda_device;
+  } else if (in->memory != LMC_MEMORY_HOST) {
+    return lmcache::Status::InvalidArgument("layout.memory must be LMC_MEMORY_HOST or LMC_MEMORY_CUDA");
+  }
   return out->Validate();
 }
 
@@ -126,6 +140,66 @@ lmc_status lmc_load(lmc_engine* engine, const uint32_t* tokens, size_t num_token
     lmcache::KVLayout l;
     LMC_RETURN_IF_ERROR(ToLayout(layout, &l));
     return engine->runtime->Load(tokens, num_tokens, l, slots, num_slots, loaded_tokens);
+  });
+}
+
+lmc_status lmc_load_begin(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens, const lmc_kv_layout* layout,
+                          const int64_t* slots, size_t num_slots, uint64_t stream, lmc_pending_load** out,
+                          size_t* tokens_to_load) {
+  if (engine == nullptr || out == nullptr || tokens_to_load == nullptr) {
+    return ReportInvalid("engine, out and tokens_to_load must not be NULL");
+  }
+  *out = nullptr;
+  *tokens_to_load = 0;
+  return Guard([&] {
+    lmcache::KVLayout l;
+    LMC_RETURN_IF_ERROR(ToLayout(layout, &l));
+    auto handle = std::make_unique<lmc_pending_load>();
+    LMC_RETURN_IF_ERROR(engine->runtime->BeginLoad(tokens, num_tokens, l, slots, num_slots, stream, &handle->load));
+    *tokens_to_load = handle->load->tokens();
+    *out = handle.release();
+    return lmcache::Status::Ok();
+  });
+}
+
+lmc_status lmc_load_layers(lmc_pending_load* load, uint32_t end_layer) {
+  if (load == nullptr) return ReportInvalid("load is NULL");
+  return Guard([&] { return load->load->LoadLayers(end_layer); });
+}
+
+lmc_status lmc_load_finish(lmc_pending_load* load) {
+  if (load == nullptr) return LMC_OK;
+  std::unique_ptr<lmc_pending_load> owned(load);
+  return Guard([&] { return owned->load->Finish(); });
+}
+
+lmc_status lmc_store_begin(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens, const lmc_kv_layout* layout,
+                           const int64_t* slots, size_t num_slots, uint64_t stream, lmc_pending_store** out,
+                           size_t* tokens_to_store) {
+  if (engine == nullptr || out == nullptr || tokens_to_store == nullptr) {
+    return ReportInvalid("engine, out and tokens_to_store must not be NULL");
+  }
+  *out = nullptr;
+  *tokens_to_store = 0;
+  return Guard([&] {
+    lmcache::KVLayout l;
+    LMC_RETURN_IF_ERROR(ToLayout(layout, &l));
+    auto handle = std::make_unique<lmc_pending_store>();
+    LMC_RETURN_IF_ERROR(engine->runtime->BeginStore(tokens, num_tokens, l, slots, num_slots, stream, &handle->store));
+    *tokens_to_store = handle->store->tokens();
+    *out = handle.release();
+    return lmcache::Status::Ok();
+  });
+}
+
+lmc_status lmc_store_finish(lmc_pending_store* store, size_t* stored_tokens) {
+  if (stored_tokens != nullptr) *stored_tokens = 0;
+  if (store == nullptr) return LMC_OK;
+  std::unique_ptr<lmc_pending_store> owned(store);
+  return Guard([&] {
+    LMC_RETURN_IF_ERROR(owned->store->Finish());
+    if (stored_tokens != nullptr) *stored_tokens = owned->store->tokens();
+    return lmcache::Status::Ok();
   });
 }
 

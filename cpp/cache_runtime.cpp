@@ -1,4 +1,5 @@
 #include "cache_runtime.h"
+#include "cache_runtime_internal.h"
 
 #include <algorithm>
 #include <cstring>
@@ -60,15 +61,25 @@ void CacheRuntime::Close() {
   if (prefetch_) prefetch_->Stop(/*finish=*/false);
   std::unique_lock<std::shared_mutex> lock(lifecycle_);  // waits for calls in flight
   closed_.store(true);
+  // Loads still open hold references and maybe device copies in flight.
+  // No handle call can be in flight now: each holds the lifecycle lock shared.
+  std::vector<PendingLoad*> open;
+  {
+    std::lock_guard<std::mutex> guard(loads_mu_);
+    open.assign(open_loads_.begin(), open_loads_.end());
+  }
+  for (PendingLoad* load : open) (void)ReleaseLoad(load);
+  std::vector<PendingStore*> stores;
+  {
+    std::lock_guard<std::mutex> guard(loads_mu_);
+    stores.assign(open_stores_.begin(), open_stores_.end());
+  }
+  for (PendingStore* store : stores) (void)FinishStore(store, /*publish=*/false);
   index_.RemoveAllIdle();
   // Nothing can be in use now (no call is in flight), so the memory can go.
   pool_.reset();
   disk_.reset();  // releases the directory lock
 }
-
-#define LMC_ENTER()                                            \
-  std::shared_lock<std::shared_mutex> _lifecycle(lifecycle_); \
-  if (closed_.load()) return Status::Closed()
 
 Status CacheRuntime::SetShape(const KVShape& s) {
   LMC_ENTER();
@@ -206,7 +217,6 @@ void CacheRuntime::FreeEntry(const Entry& e) {
   }
 }
 
-namespace {
 Status CheckSlots(const int64_t* slots, size_t n, uint64_t num_slots) {
   if (n > 0 && slots == nullptr) return Status::InvalidArgument("slot mapping is null");
   for (size_t i = 0; i < n; ++i) {
@@ -217,260 +227,13 @@ Status CheckSlots(const int64_t* slots, size_t n, uint64_t num_slots) {
   }
   return Status::Ok();
 }
-}  // namespace
 
-Status CacheRuntime::Store(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout,
-                           const int64_t* slots, size_t num_slots, size_t* stored_tokens, uint64_t stream) {
-  LMC_ENTER();
-  *stored_tokens = 0;
-  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
-  std::vector<ChunkKey> keys;
-  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_slots, &keys));
-  return StoreChunks(keys, layout, slots, num_slots, stored_tokens, stream);
-}
-
-Status CacheRuntime::StoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                               size_t num_slots, size_t* stored_tokens, uint64_t stream) {
-  LMC_ENTER();
-  *stored_tokens = 0;
-  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
-  if (num_slots != keys.size() * options_.chunk_size) {
-    return Status::InvalidArgument(std::to_string(keys.size()) + " keys need " +
-                                   std::to_string(keys.size() * options_.chunk_size) + " slots, got " +
-                                   std::to_string(num_slots));
-  }
-  return StoreChunks(keys, layout, slots, num_slots, stored_tokens, stream);
-}
-
-Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                 size_t num_slots, size_t* stored_tokens, uint64_t stream) {
-  LMC_RETURN_IF_ERROR(CheckLayout(layout));
-  LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
-
-  const uint32_t cs = options_.chunk_size;
-  const ChunkShape shape = ChunkShape::FromLayout(layout, cs);
-  // Validate everything before reserving anything: an error must leave no trace.
-  for (size_t c = 0; layout.opaque_blocks() && c < keys.size(); ++c) {
-    if (!BlockSlotsConsistent(slots + c * cs, cs, layout.block_size, true)) {
-      return Status::InvalidArgument("chunk " + std::to_string(c) +
-                                     " does not cover whole engine blocks in order; this cache moves whole blocks");
-    }
-  }
-  std::vector<ChunkTransfer> transfers;
-  std::vector<size_t> chunk_of;  // transfer -> chunk index
-  std::vector<uint64_t> checksums(keys.size());
-  uint64_t skipped = 0, dropped = 0;
-  for (size_t c = 0; c < keys.size(); ++c) {
-    const int64_t* chunk_slots = slots + c * cs;
-    if (std::any_of(chunk_slots, chunk_slots + cs, [](int64_t s) { return s < 0; })) continue;
-    if (index_.ContainsReady(keys[c])) {
-      ++skipped;
-      continue;
-    }
-    const int64_t slab = AllocateSlab();
-    if (slab == HostPool::kNoSlab) {
-      ++dropped;
-      continue;
-    }
-    Entry e;
-    e.tier = Tier::kHost;
-    e.location = slab;
-    e.bytes = shape.record_bytes();
-    e.num_tokens = cs;
-    if (!index_.Reserve(keys[c], e)) {  // another call is writing or just wrote it
-      (void)pool_->Free(slab);
-      ++skipped;
-      continue;
-    }
-    ChunkTransfer t;
-    t.payload = pool_->SlabAddress(slab) + sizeof(ChunkHeader);
-    t.slots = chunk_slots;
-    t.payload_tokens = cs;
-    t.num_tokens = cs;
-    // The checksum is computed here only when L1 loads verify it; otherwise when
-    // the record leaves host memory (write-behind, export): stores stay at memcpy speed.
-    t.checksum_out = options_.verify_l1_checksums ? &checksums[c] : nullptr;
-    transfers.push_back(t);
-    chunk_of.push_back(c);
-  }
-
-  const Status copied = GatherChunks(layout, transfers, stream);  // no lock held
-  if (!copied.ok()) {  // nothing was published: give the reservations back
-    for (size_t i = 0; i < transfers.size(); ++i) {
-      Entry removed;
-      if (index_.Abort(keys[chunk_of[i]], &removed).ok()) FreeEntry(removed);
-    }
-    return copied;
-  }
-
-  for (size_t i = 0; i < transfers.size(); ++i) {
-    const size_t c = chunk_of[i];
-    const ChunkHeader h = MakeHeader(shape, keys[c], checksums[c], options_.verify_l1_checksums);
-    std::memcpy(transfers[i].payload - sizeof(ChunkHeader), &h, sizeof(h));
-    const Status committed = index_.Commit(keys[c]);
-    if (!committed.ok()) {
-      // A bookkeeping bug; still give back every reservation not yet
-      // published, or readers waiting on them would wait forever.
-      for (size_t j = i + 1; j < transfers.size(); ++j) {
-        Entry removed;
-        if (index_.Abort(keys[chunk_of[j]], &removed).ok()) FreeEntry(removed);
-      }
-      return committed;
-    }
-  }
-  *stored_tokens = transfers.size() * cs;
-  uint64_t write_dropped = 0;
-  if (disk_) {
-    for (size_t c : chunk_of) {
-      if (!disk_->Contains(keys[c]) && !write_behind_->TryPush(keys[c])) ++write_dropped;
-    }
-  }
-  std::lock_guard<std::mutex> lock(stats_mu_);
-  stats_.write_behind_dropped += write_dropped;
-  stats_.store_calls++;
-  stats_.stored_chunks += transfers.size();
-  stats_.store_skipped_chunks += skipped;
-  stats_.store_dropped_chunks += dropped;
-  return Status::Ok();
-}
-
-Status CacheRuntime::Load(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
-                          size_t num_slots, size_t* loaded_tokens, uint64_t stream) {
-  LMC_ENTER();
-  *loaded_tokens = 0;
-  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
-  std::vector<ChunkKey> keys;
-  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_tokens, &keys));
-  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens, stream);
-}
-
-Status CacheRuntime::LoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                              size_t num_slots, size_t* loaded_tokens, uint64_t stream) {
-  LMC_ENTER();
-  *loaded_tokens = 0;
-  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
-  if (num_slots > keys.size() * options_.chunk_size) return Status::InvalidArgument("more slots than the keys cover");
-  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens, stream);
-}
-
-Status CacheRuntime::LoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                size_t num_slots, size_t* loaded_tokens, uint64_t stream) {
-  LMC_RETURN_IF_ERROR(CheckLayout(layout));
-  LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
-
-  const uint32_t cs = options_.chunk_size;
-  const ChunkShape shape = ChunkShape::FromLayout(layout, cs);
-  const size_t wanted_chunks = std::min(keys.size(), (num_slots + cs - 1) / cs);
-  for (size_t c = 0; layout.opaque_blocks() && c < wanted_chunks; ++c) {
-    const uint32_t n = static_cast<uint32_t>(std::min<size_t>(cs, num_slots - c * cs));
-    if (!BlockSlotsConsistent(slots + c * cs, n, layout.block_size, true)) {
-      return Status::InvalidArgument("chunk " + std::to_string(c) +
-                                     " does not map to whole engine blocks in order; this cache moves whole blocks");
-    }
-  }
-  // Take references on the prefix's chunks in L1; chunks found only on disk
-  // are read into L1 (promoted) and referenced too. Referenced chunks are
-  // never evicted, so nothing moves under the copy below.
-  std::vector<Entry> held(wanted_chunks);
-  std::vector<ChunkKey> from_disk;
-  size_t prefix = 0;
-  for (; prefix < wanted_chunks; ++prefix) {
-    if (index_.Acquire(keys[prefix], &held[prefix])) continue;
-    held[prefix].ready = false;
-    if (disk_ && disk_->Contains(keys[prefix])) {
-      from_disk.push_back(keys[prefix]);
-      continue;
-    }
-    break;  // the prefix ends at the first chunk no tier has
-  }
-  if (!from_disk.empty()) {
-    std::vector<Entry> promoted;
-    PromoteFromDisk(from_disk, &promoted);
-    for (size_t c = 0, j = 0; c < prefix; ++c) {
-      if (!held[c].ready) held[c] = promoted[j++];
-    }
-  }
-  std::vector<ChunkTransfer> transfers;
-  std::vector<ChunkKey> corrupt;
-  for (size_t c = 0; c < prefix && held[c].ready; ++c) {
-    const uint8_t* record = pool_->SlabAddress(held[c].location);
-    ChunkHeader h;
-    std::memcpy(&h, record, sizeof(h));
-    Status valid = ValidateHeader(h, shape, keys[c]);
-    if (valid.ok() && options_.verify_l1_checksums &&
-        PayloadChecksum(record + sizeof(ChunkHeader), shape) != h.checksum) {
-      valid = Status::Corrupt("payload checksum mismatch");
-    }
-    if (!valid.ok()) {
-      corrupt.push_back(keys[c]);
-      break;
-    }
-    ChunkTransfer t;
-    t.payload = const_cast<uint8_t*>(record) + sizeof(ChunkHeader);
-    t.slots = slots + c * cs;
-    t.payload_tokens = cs;
-    t.num_tokens = static_cast<uint32_t>(std::min<size_t>(cs, num_slots - c * cs));
-    transfers.push_back(t);
-  }
-
-  // Readers hold references: nothing is evicted under the copy.
-  const Status copied = ScatterChunks(layout, transfers, stream);
-
-  for (size_t c = 0; c < prefix; ++c) {
-    if (held[c].ready) (void)index_.Release(keys[c]);
-  }
-  // A record that failed validation is dropped so nobody is offered it again.
-  for (const ChunkKey& k : corrupt) {
-    Entry removed;
-    if (index_.RemoveIfIdle(k, &removed)) FreeEntry(removed);
-  }
-  if (!copied.ok()) return copied;
-  size_t loaded = 0;
-  for (const ChunkTransfer& t : transfers) loaded += t.num_tokens;
-  *loaded_tokens = loaded;
-  std::lock_guard<std::mutex> lock(stats_mu_);
-  stats_.load_calls++;
-  stats_.loaded_chunks += transfers.size();
-  stats_.loaded_tokens += loaded;
-  stats_.load_errors += corrupt.size();
-  return Status::Ok();
-}
-
-Status CacheRuntime::GatherChunks(const KVLayout& layout, std::vector<ChunkTransfer>& chunks, uint64_t stream) {
-  if (layout.device < 0) {
-    copy_.Gather(layout, chunks);  // hashes each layer while it is in cache
-    return Status::Ok();
-  }
+Status CacheRuntime::CheckDeviceReady() const {
   if (!device_) return Status::InvalidArgument("the KV cache is in GPU memory, but this lmcache was built without CUDA");
   if (!pool_->device_registered()) {
     return Status::InvalidState("the host pool is not registered with CUDA (no GPU was visible when it was created)");
   }
-  LMC_RETURN_IF_ERROR(device_->Gather(layout, chunks, stream));
-  if (chunks.empty() || chunks[0].checksum_out == nullptr) return Status::Ok();
-  // The kernels only copy; checksum the payloads here, a (chunk, layer) per task.
-  const uint32_t layers = layout.num_layers;
-  std::vector<uint64_t> sums(chunks.size() * layers);
-  threads_.ParallelFor(sums.size(), [&](size_t i) {
-    const ChunkTransfer& c = chunks[i / layers];
-    const uint64_t layer_bytes = uint64_t(layout.num_planes) * c.payload_tokens * layout.token_bytes();
-    sums[i] = LayerChecksum(c.payload + (i % layers) * layer_bytes, layer_bytes);
-  });
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    if (chunks[c].checksum_out) *chunks[c].checksum_out = CombineLayerChecksums(&sums[c * layers], layers);
-  }
   return Status::Ok();
-}
-
-Status CacheRuntime::ScatterChunks(const KVLayout& layout, const std::vector<ChunkTransfer>& chunks, uint64_t stream) {
-  if (layout.device < 0) {
-    copy_.Scatter(layout, chunks);
-    return Status::Ok();
-  }
-  if (!device_) return Status::InvalidArgument("the KV cache is in GPU memory, but this lmcache was built without CUDA");
-  if (!pool_->device_registered()) {
-    return Status::InvalidState("the host pool is not registered with CUDA (no GPU was visible when it was created)");
-  }
-  return device_->Scatter(layout, chunks, stream);
 }
 
 ChunkShape CacheRuntime::StoredShape() const {

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "chunk_format.h"
@@ -98,6 +99,98 @@ struct RuntimeStats {
   DiskStats disk;
 };
 
+class CacheRuntime;
+
+// A load that moves in steps, so that an engine can compute layer i while
+// layer i+1 is still arriving. CacheRuntime::BeginLoad takes references on
+// the cached prefix (reading chunks found only on disk into L1 first) and
+// checks every record; LoadLayers moves the next layers; Finish waits for
+// the device copies and gives the references back. Referenced chunks are
+// never evicted, so what BeginLoad found is what arrives.
+//
+// One thread at a time per handle. Close() (and so the runtime's
+// destructor) finishes the handles still open: their later calls fail with
+// kClosed, and they may then outlive the runtime.
+class PendingLoad {
+ public:
+  ~PendingLoad();
+  PendingLoad(const PendingLoad&) = delete;
+  PendingLoad& operator=(const PendingLoad&) = delete;
+
+  // Leading tokens (<= num_slots) this load delivers once every layer has moved.
+  size_t tokens() const { return tokens_; }
+  uint32_t num_layers() const { return layout_.num_layers; }
+  // Layers moved (CPU) or enqueued (GPU) so far.
+  uint32_t layers_done() const { return layers_done_; }
+
+  // Moves layers [layers_done(), end_layer), end_layer clamped to num_layers().
+  // CPU caches: the copy is done on return. GPU caches: enqueued on the
+  // stream given to BeginLoad, and this returns at once (record an event on
+  // that stream to know when). A failed device launch fails the whole load.
+  Status LoadLayers(uint32_t end_layer);
+  // Waits for device copies still in flight and releases the chunks. After
+  // it, the load's tokens are in the engine cache if every layer moved.
+  // Idempotent.
+  Status Finish();
+
+ private:
+  friend class CacheRuntime;
+  explicit PendingLoad(CacheRuntime* rt) : rt_(rt) {}
+
+  CacheRuntime* rt_;
+  KVLayout layout_;
+  uint64_t stream_ = 0;
+  std::vector<ChunkKey> held_;             // chunks referenced, in order
+  std::vector<int64_t> slots_;             // the caller's slot mapping, copied
+  std::vector<ChunkTransfer> transfers_;   // one per held chunk
+  std::unique_ptr<DeviceBatch> device_batch_;
+  size_t tokens_ = 0;
+  uint32_t layers_done_ = 0;
+  bool failed_ = false;
+  std::atomic<bool> finished_{false};  // set once; Close may set it from another thread
+  std::mutex mu_;
+};
+
+// A store in two steps, so that a GPU engine's thread never waits for the
+// copy: CacheRuntime::BeginStore reserves the chunks and starts the copy
+// (GPU caches: enqueued on the stream; CPU caches: done on return); Finish
+// waits for the copy and publishes the chunks. Until then lookups do not
+// see them, and another store of the same chunks skips them. The engine
+// must not overwrite the cache slots being stored before the copy is done
+// (on a GPU: until the stream has passed the copy).
+//
+// Same rules as PendingLoad: one thread at a time; Close() finishes open
+// stores by giving their reservations back, and they may then outlive the runtime.
+class PendingStore {
+ public:
+  ~PendingStore();
+  PendingStore(const PendingStore&) = delete;
+  PendingStore& operator=(const PendingStore&) = delete;
+
+  // Tokens that this store adds once finished (whole chunks, not cached before).
+  size_t tokens() const { return transfers_.size() * chunk_size_; }
+  // Waits for the copy, then publishes the chunks (and queues them for the
+  // disk tier). A failed copy gives the reservations back and is returned.
+  // Idempotent.
+  Status Finish();
+
+ private:
+  friend class CacheRuntime;
+  explicit PendingStore(CacheRuntime* rt) : rt_(rt) {}
+
+  CacheRuntime* rt_;
+  KVLayout layout_;
+  uint64_t stream_ = 0;
+  uint32_t chunk_size_ = 0;
+  std::vector<ChunkKey> reserved_;        // one per transfer
+  std::vector<ChunkTransfer> transfers_;  // payloads in the host pool (slots no longer used)
+  std::vector<uint64_t> checksums_;       // one per transfer, when computed
+  std::unique_ptr<DeviceBatch> device_batch_;
+  Status copied_;                         // a launch that failed
+  std::atomic<bool> finished_{false};
+  std::mutex mu_;
+};
+
 class CacheRuntime {
  public:
   static Status Create(const RuntimeOptions& options, std::unique_ptr<CacheRuntime>* out);
@@ -142,6 +235,20 @@ class CacheRuntime {
   Status Load(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
               size_t num_slots, size_t* loaded_tokens, uint64_t stream = 0);
 
+  // The same store in two steps (PendingStore): with a GPU cache, the copy
+  // is enqueued on `stream` and this returns at once.
+  Status BeginStore(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
+                    size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out);
+  Status BeginStoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                        size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out);
+
+  // The same load, in steps (PendingLoad): for layer-by-layer loading. The
+  // slot mapping is copied; `stream` carries every device copy of the load.
+  Status BeginLoad(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
+                   size_t num_slots, uint64_t stream, std::unique_ptr<PendingLoad>* out);
+  Status BeginLoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                       size_t num_slots, uint64_t stream, std::unique_ptr<PendingLoad>* out);
+
   // Pin / unpin the cached chunks of a prefix; *count: chunks affected.
   Status Pin(const uint32_t* tokens, size_t n, size_t* count);
   Status Unpin(const uint32_t* tokens, size_t n, size_t* count);
@@ -181,6 +288,8 @@ class CacheRuntime {
   void Close();
 
  private:
+  friend class PendingLoad;
+  friend class PendingStore;
   explicit CacheRuntime(const RuntimeOptions& options);
   Status CheckLayout(const KVLayout& layout) const;
   Status HashLocked(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) const;
@@ -188,11 +297,18 @@ class CacheRuntime {
   Status LookupChunks(const std::vector<ChunkKey>& keys, size_t n, size_t* hit_tokens);
   Status StoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
                      size_t num_slots, size_t* stored_tokens, uint64_t stream);
+  Status BeginStoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                          size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out);
+  // Publishes (or, without `publish`, gives back) a store's chunks (LMC_ENTER held).
+  Status FinishStore(PendingStore* store, bool publish);
   Status LoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
                     size_t num_slots, size_t* loaded_tokens, uint64_t stream);
-  // Engine cache <-> payloads, on the CPU or (layout.device >= 0) the GPU.
-  Status GatherChunks(const KVLayout& layout, std::vector<ChunkTransfer>& chunks, uint64_t stream);
-  Status ScatterChunks(const KVLayout& layout, const std::vector<ChunkTransfer>& chunks, uint64_t stream);
+  Status BeginLoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                         size_t num_slots, uint64_t stream, std::unique_ptr<PendingLoad>* out);
+  // PendingLoad's bodies (LMC_ENTER and the load's mutex held).
+  Status LoadLayersOf(PendingLoad* load, uint32_t end_layer);
+  Status ReleaseLoad(PendingLoad* load);
+  Status CheckDeviceReady() const;
   int64_t AllocateSlab();
   void FreeEntry(const Entry& e);
   ChunkShape StoredShape() const;
@@ -216,6 +332,10 @@ class CacheRuntime {
   CopyEngine copy_;
   std::unique_ptr<DeviceCopier> device_;  // nullptr in a CPU-only build
   Index index_;
+
+  std::mutex loads_mu_;
+  std::unordered_set<PendingLoad*> open_loads_;    // guarded by loads_mu_; Close finishes them
+  std::unordered_set<PendingStore*> open_stores_;  // likewise
 
   std::mutex close_mu_;
   std::unique_ptr<DiskTier> disk_;

@@ -8,12 +8,9 @@
 #include <memory>
 
 #include "cache_runtime.h"
+#include "cache_runtime_internal.h"
 
 namespace lmcache {
-
-#define LMC_ENTER()                                            \
-  std::shared_lock<std::shared_mutex> _lifecycle(lifecycle_); \
-  if (closed_.load()) return Status::Closed()
 
 void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vector<Entry>* held) {
   const ChunkShape shape = StoredShape();

@@ -142,11 +142,13 @@ void CopyEngine::Gather(const KVLayout& layout, std::vector<ChunkTransfer>& chun
   }
 }
 
-void CopyEngine::Scatter(const KVLayout& layout, const std::vector<ChunkTransfer>& chunks) {
-  const uint32_t layers = layout.num_layers;
+void CopyEngine::Scatter(const KVLayout& layout, const std::vector<ChunkTransfer>& chunks, uint32_t first_layer,
+                         uint32_t layer_count) {
+  if (first_layer >= layout.num_layers) return;
+  const uint32_t layers = std::min(layer_count, layout.num_layers - first_layer);
   pool_->ParallelFor(chunks.size() * layers, [&](size_t i) {
     const ChunkTransfer& c = chunks[i / layers];
-    const uint32_t layer = static_cast<uint32_t>(i % layers);
+    const uint32_t layer = first_layer + static_cast<uint32_t>(i % layers);
     const uint64_t layer_bytes = uint64_t(layout.num_planes) * c.payload_tokens * layout.token_bytes();
     CopyChunkLayer<Direction::kScatter>(layout, c, layer, c.payload + layer * layer_bytes);
   });

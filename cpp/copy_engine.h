@@ -37,9 +37,11 @@ class CopyEngine {
   // and with opaque blocks each block's slots must agree (BlockSlotsConsistent).
   void Gather(const KVLayout& layout, std::vector<ChunkTransfer>& chunks);
 
-  // Payloads -> engine cache. Tokens whose slot is negative are skipped (the
-  // engine already has them or does not want them).
-  void Scatter(const KVLayout& layout, const std::vector<ChunkTransfer>& chunks);
+  // Payloads -> engine cache, layers [first_layer, first_layer + layer_count)
+  // (by default all). Tokens whose slot is negative are skipped (the engine
+  // already has them or does not want them).
+  void Scatter(const KVLayout& layout, const std::vector<ChunkTransfer>& chunks, uint32_t first_layer = 0,
+               uint32_t layer_count = UINT32_MAX);
 
  private:
   ThreadPool* pool_;

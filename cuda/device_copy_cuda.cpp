@@ -1,10 +1,12 @@
-// DeviceCopier on the kernels of kv_transfer.cu. Per call: the per-chunk
-// arrays (payload device pointers, slots, token counts) and the layer bases
-// go to the device in one copy from a pinned scratch buffer, one kernel
-// launch moves every chunk and layer, and the stream is synchronized before
-// returning (the host pool entries are released right after).
+// DeviceCopier on the kernels of kv_transfer.cu. Prepare writes a batch's
+// per-chunk arrays (payload device pointers, slots, token counts) and the
+// layer bases into a pinned scratch buffer and uploads them in one copy;
+// each Launch is then one kernel over every chunk of the batch and the
+// layers asked for. Scratch buffers are reused through a free list: a
+// cudaMallocHost per call would cost more than the copy of a small batch.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -20,33 +22,47 @@ Status CudaError(const char* what, cudaError_t e) {
   return Status::IoError(std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
 }
 
+struct Scratch {
+  void* host = nullptr;  // pinned
+  void* dev = nullptr;
+  size_t cap = 0;
+  int device = -1;
+};
+
+class CudaCopier;
+
+class CudaBatch final : public DeviceBatch {
+ public:
+  CudaBatch(CudaCopier* owner, Scratch s) : owner_(owner), scratch_(s) {}
+  ~CudaBatch() override;
+  int device = -1;
+  cuda::DeviceLayout layout{};
+  cuda::TransferBatch transfers{};
+
+ private:
+  CudaCopier* owner_;
+  Scratch scratch_;
+};
+
 class CudaCopier final : public DeviceCopier {
  public:
   ~CudaCopier() override {
-    if (host_) cudaFreeHost(host_);
-    if (dev_) cudaFree(dev_);
+    for (Scratch& s : free_) Destroy(s);
   }
 
-  Status Gather(const KVLayout& l, const std::vector<ChunkTransfer>& c, uint64_t stream) override {
-    return Run(l, c, stream, /*gather=*/true);
-  }
-  Status Scatter(const KVLayout& l, const std::vector<ChunkTransfer>& c, uint64_t stream) override {
-    return Run(l, c, stream, /*gather=*/false);
-  }
-
- private:
-  Status Run(const KVLayout& l, const std::vector<ChunkTransfer>& chunks, uint64_t stream_handle, bool gather) {
-    if (chunks.empty()) return Status::Ok();
+  Status Prepare(const KVLayout& l, const std::vector<ChunkTransfer>& chunks, uint64_t stream_handle,
+                 std::unique_ptr<DeviceBatch>* out) override {
+    if (chunks.empty()) return Status::InvalidArgument("an empty batch");
     cudaError_t e = cudaSetDevice(l.device);
     if (e != cudaSuccess) return CudaError("set device", e);
     const uint32_t n = uint32_t(chunks.size()), pt = chunks[0].payload_tokens;
     // Scratch layout: [layer bases | payload pointers | token counts | slots].
-    const size_t bases_b = l.num_layers * 8, ptrs_b = n * 8, counts_b = (n * 4 + 7) / 8 * 8,
+    const size_t bases_b = l.num_layers * 8, ptrs_b = size_t(n) * 8, counts_b = (size_t(n) * 4 + 7) / 8 * 8,
                  slots_b = size_t(n) * pt * 8, total = bases_b + ptrs_b + counts_b + slots_b;
-    std::lock_guard<std::mutex> lock(mu_);  // one scratch buffer per copier
-    Status st = Reserve(total);
-    if (!st.ok()) return st;
-    uint8_t* h = static_cast<uint8_t*>(host_);
+    Scratch s;
+    LMC_RETURN_IF_ERROR(Take(total, l.device, &s));
+    auto batch = std::make_unique<CudaBatch>(this, s);  // gives the scratch back on any return below
+    uint8_t* h = static_cast<uint8_t*>(s.host);
     std::memcpy(h, l.layer_base.data(), bases_b);
     for (uint32_t i = 0; i < n; ++i) {
       void* dptr = nullptr;
@@ -55,46 +71,92 @@ class CudaCopier final : public DeviceCopier {
       std::memcpy(h + bases_b + i * 8, &dptr, 8);
       const uint32_t tokens = chunks[i].num_tokens;
       std::memcpy(h + bases_b + ptrs_b + i * 4, &tokens, 4);
-      int64_t* s = reinterpret_cast<int64_t*>(h + bases_b + ptrs_b + counts_b) + size_t(i) * pt;
-      std::memcpy(s, chunks[i].slots, tokens * 8);
-      for (uint32_t t = tokens; t < pt; ++t) s[t] = -1;
+      int64_t* slots = reinterpret_cast<int64_t*>(h + bases_b + ptrs_b + counts_b) + size_t(i) * pt;
+      std::memcpy(slots, chunks[i].slots, tokens * 8);
+      for (uint32_t t = tokens; t < pt; ++t) slots[t] = -1;
     }
-    cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
-    e = cudaMemcpyAsync(dev_, host_, total, cudaMemcpyHostToDevice, stream);
+    e = cudaMemcpyAsync(s.dev, s.host, total, cudaMemcpyHostToDevice, reinterpret_cast<cudaStream_t>(stream_handle));
     if (e != cudaSuccess) return CudaError("upload", e);
-    uint8_t* d = static_cast<uint8_t*>(dev_);
-    cuda::DeviceLayout dl{l.num_layers, l.num_planes, l.num_heads, l.head_dim, l.elem_size(), l.block_size,
-                          l.stride_plane, l.stride_block, l.stride_token, l.stride_head, l.opaque_block_bytes,
-                          reinterpret_cast<const uint64_t*>(d)};
-    cuda::TransferBatch b{reinterpret_cast<uint8_t* const*>(d + bases_b),
-                          reinterpret_cast<const int64_t*>(d + bases_b + ptrs_b + counts_b),
-                          reinterpret_cast<const uint32_t*>(d + bases_b + ptrs_b), n, pt, 0, l.num_layers};
-    e = gather ? cuda::Gather(dl, b, stream) : cuda::Scatter(dl, b, stream);
+    uint8_t* d = static_cast<uint8_t*>(s.dev);
+    batch->device = l.device;
+    batch->layout = cuda::DeviceLayout{l.num_layers, l.num_planes, l.num_heads, l.head_dim, l.elem_size(),
+                                       l.block_size, l.stride_plane, l.stride_block, l.stride_token, l.stride_head,
+                                       l.opaque_block_bytes, reinterpret_cast<const uint64_t*>(d)};
+    batch->transfers = cuda::TransferBatch{reinterpret_cast<uint8_t* const*>(d + bases_b),
+                                           reinterpret_cast<const int64_t*>(d + bases_b + ptrs_b + counts_b),
+                                           reinterpret_cast<const uint32_t*>(d + bases_b + ptrs_b), n, pt, 0, 0};
+    *out = std::move(batch);
+    return Status::Ok();
+  }
+
+  Status Launch(const DeviceBatch& batch, bool gather, uint32_t first_layer, uint32_t layer_count,
+                uint64_t stream_handle) override {
+    const auto& b = static_cast<const CudaBatch&>(batch);
+    cudaError_t e = cudaSetDevice(b.device);
+    if (e != cudaSuccess) return CudaError("set device", e);
+    cuda::TransferBatch t = b.transfers;
+    t.first_layer = first_layer;
+    t.layer_count = layer_count;
+    cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
+    e = gather ? cuda::Gather(b.layout, t, stream) : cuda::Scatter(b.layout, t, stream);
     if (e != cudaSuccess) return CudaError("launch", e);
-    e = cudaStreamSynchronize(stream);  // the scratch buffer and the pool entries are reused after this
+    return Status::Ok();
+  }
+
+  Status Synchronize(uint64_t stream_handle) override {
+    const cudaError_t e = cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream_handle));
     if (e != cudaSuccess) return CudaError("copy", e);
     return Status::Ok();
   }
 
-  Status Reserve(size_t bytes) {
-    if (bytes <= cap_) return Status::Ok();
-    if (host_) cudaFreeHost(host_);
-    if (dev_) cudaFree(dev_);
-    host_ = dev_ = nullptr;
-    cap_ = 0;
-    cudaError_t e = cudaMallocHost(&host_, bytes);
+  void Give(Scratch s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() < kMaxFree) {
+      free_.push_back(s);
+      return;
+    }
+    Destroy(s);
+  }
+
+ private:
+  static constexpr size_t kMaxFree = 8;
+
+  Status Take(size_t bytes, int device, Scratch* out) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t i = 0; i < free_.size(); ++i) {
+        if (free_[i].cap >= bytes && free_[i].device == device) {
+          *out = free_[i];
+          free_.erase(free_.begin() + i);
+          return Status::Ok();
+        }
+      }
+    }
+    Scratch s;
+    s.device = device;
+    s.cap = std::max<size_t>(bytes, 64 << 10);
+    cudaError_t e = cudaMallocHost(&s.host, s.cap);
     if (e != cudaSuccess) return CudaError("pinned scratch", e);
-    e = cudaMalloc(&dev_, bytes);
-    if (e != cudaSuccess) return CudaError("device scratch", e);
-    cap_ = bytes;
+    e = cudaMalloc(&s.dev, s.cap);
+    if (e != cudaSuccess) {
+      cudaFreeHost(s.host);
+      return CudaError("device scratch", e);
+    }
+    *out = s;
     return Status::Ok();
   }
 
+  static void Destroy(Scratch& s) {
+    if (s.host) cudaFreeHost(s.host);
+    if (s.dev) cudaFree(s.dev);
+    s = Scratch{};
+  }
+
   std::mutex mu_;
-  void* host_ = nullptr;
-  void* dev_ = nullptr;
-  size_t cap_ = 0;
+  std::vector<Scratch> free_;
 };
+
+CudaBatch::~CudaBatch() { owner_->Give(scratch_); }
 
 }  // namespace
 

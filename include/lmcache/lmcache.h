@@ -14,6 +14,8 @@
  *   lmc_lookup(e, tokens, n, &hit);          // leading tokens cached
  *   lmc_load(e, tokens, n, &layout, slots, n_slots, &loaded);
  *   lmc_store(e, tokens, n, &layout, slots, n_slots, &stored);
+ *   (lmc_load_begin / lmc_load_layers / lmc_load_finish: a load layer by layer;
+ *    lmc_store_begin / lmc_store_finish: a store the caller does not wait for.)
  *   lmc_engine_destroy(e);
  */
 #ifndef LMCACHE_LMCACHE_H_
@@ -49,7 +51,14 @@ typedef enum {
   LMC_DTYPE_UINT8 = 6
 } lmc_dtype;
 
+typedef enum {
+  LMC_MEMORY_HOST = 0, /* the default, also when the field is left zero */
+  LMC_MEMORY_CUDA = 1
+} lmc_memory;
+
 typedef struct lmc_engine lmc_engine;
+typedef struct lmc_pending_load lmc_pending_load;
+typedef struct lmc_pending_store lmc_pending_store;
 
 typedef struct {
   uint32_t chunk_size;          /* tokens per chunk (default 256) */
@@ -80,6 +89,11 @@ typedef struct {
   int64_t stride_token;
   int64_t stride_head;
   const uint64_t* layer_base;   /* num_layers addresses */
+  /* Where the cache lives: host memory, or GPU memory of CUDA device
+   * cuda_device (needs a build of lmcache with CUDA; the copies then run on
+   * the stream given to the *_begin calls, or the legacy default stream). */
+  int32_t memory;               /* an lmc_memory (an int, so any value can be checked) */
+  int32_t cuda_device;
 } lmc_kv_layout;
 
 typedef struct {
@@ -120,6 +134,35 @@ LMC_API lmc_status lmc_store(lmc_engine* engine, const uint32_t* tokens, size_t 
 LMC_API lmc_status lmc_load(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens,
                             const lmc_kv_layout* layout, const int64_t* slots, size_t num_slots,
                             size_t* loaded_tokens);
+
+/*
+ * A load in steps, for engines that overlap loading layer i+1 with computing
+ * layer i. lmc_load_begin holds the cached prefix (*tokens_to_load of the
+ * num_slots tokens) and copies nothing; lmc_load_layers moves the layers
+ * before end_layer not moved yet (host caches: done on return; CUDA caches:
+ * enqueued on `stream`, a cudaStream_t, and it returns at once: record an
+ * event on the stream to wait for a layer); lmc_load_finish waits for the
+ * copies, releases the chunks and frees the handle (NULL accepted). Finish
+ * every load, also after lmc_engine_destroy, which ends open ones.
+ */
+LMC_API lmc_status lmc_load_begin(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens,
+                                  const lmc_kv_layout* layout, const int64_t* slots, size_t num_slots,
+                                  uint64_t stream, lmc_pending_load** out, size_t* tokens_to_load);
+LMC_API lmc_status lmc_load_layers(lmc_pending_load* load, uint32_t end_layer);
+LMC_API lmc_status lmc_load_finish(lmc_pending_load* load);
+
+/*
+ * A store in two steps, so the engine's thread never waits for the copy:
+ * lmc_store_begin reserves the new whole chunks (*tokens_to_store) and
+ * starts the copy (CUDA caches: enqueued on `stream`); the slots must not be
+ * overwritten until the copy is done. lmc_store_finish (any thread) waits
+ * for it, publishes the chunks (lookups see them from then on), reports
+ * *stored_tokens (may be NULL) and frees the handle (NULL accepted).
+ */
+LMC_API lmc_status lmc_store_begin(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens,
+                                   const lmc_kv_layout* layout, const int64_t* slots, size_t num_slots,
+                                   uint64_t stream, lmc_pending_store** out, size_t* tokens_to_store);
+LMC_API lmc_status lmc_store_finish(lmc_pending_store* store, size_t* stored_tokens);
 
 LMC_API lmc_status lmc_get_stats(lmc_engine* engine, lmc_stats* out);
 

@@ -59,6 +59,14 @@ class Config:
     load_failure_policy: str = _field(
         "recompute", "vLLM: what a load that fails after a hit becomes.", choices=("recompute", "fail")
     )
+    layerwise_load: str = _field(
+        "auto", "vLLM: load layer by layer, each layer waited for just before its attention (on a GPU the copy of "
+        "layer i+1 overlaps the compute of layer i): auto (on for GPU caches when lmcache has CUDA), on, off "
+        "(one load before the forward pass).", choices=("auto", "on", "off"))
+    async_store: str = _field(
+        "auto", "vLLM: begin stores after the forward pass and publish them from a thread of lmcache's, so the "
+        "engine's thread never waits for a store copy: auto (on for GPU caches when lmcache has CUDA), on, off.",
+        choices=("auto", "on", "off"))
     fault_load_rate: float = _field(0.0, "Testing: share of loads made to fail (chunk corrupted or dropped).", minimum=0.0)
     fault_seed: int = _field(0, "Testing: seed of the fault injector.")
 

@@ -159,13 +159,31 @@ class CacheEngine:
         stream: Optional[int] = None,
     ) -> int:
         """Stores the whole chunks of `tokens` covered by the slot mapping; returns tokens newly stored."""
-        tok = _tokens(tokens)
-        kv = self._resolve_layout(kv_caches, layout, block_size)
-        slots = self._slots(kv, slot_mapping, block_ids, len(tok))
+        tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
         stored = self._runtime.store(tok, kv, slots, stream=_stream(kv, stream))
         if self._remote is not None and stored:
             self._remote.enqueue(self._runtime.hash_tokens(tok[: len(slots)]))
         return stored
+
+    def begin_store(
+        self,
+        tokens,
+        kv_caches: Optional[TensorOrList] = None,
+        *,
+        slot_mapping=None,
+        block_ids: Optional[Sequence[int]] = None,
+        layout: Optional[str] = None,
+        block_size: Optional[int] = None,
+        stream: Optional[int] = None,
+    ) -> "PendingStore":
+        """The same store in two steps: reserves the chunks and starts the copy
+        (with a GPU cache it is enqueued on `stream` and this returns at once);
+        `.finish()` waits for it and publishes the chunks. The engine must not
+        overwrite the slots being stored until the copy is done."""
+        tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
+        native = self._runtime.begin_store(tok, kv, slots, stream=_stream(kv, stream))
+        remote_keys = (lambda: self._runtime.hash_tokens(tok[: len(slots)])) if self._remote is not None else None
+        return PendingStore(native, self._remote, remote_keys)
 
     def load(
         self,
@@ -181,12 +199,31 @@ class CacheEngine:
         """Loads the cached prefix of `tokens` into the slots given; returns the
         number of leading tokens now valid in the engine's cache (never more
         than the slots given; fewer if a chunk vanished since lookup)."""
-        tok = _tokens(tokens)
-        kv = self._resolve_layout(kv_caches, layout, block_size)
-        slots = self._slots(kv, slot_mapping, block_ids, len(tok))
+        tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
         if self._remote is not None:
             self._fetch_remote_part(tok, len(slots))
         return self._runtime.load(tok, kv, slots, stream=_stream(kv, stream))
+
+    def begin_load(
+        self,
+        tokens,
+        kv_caches: Optional[TensorOrList] = None,
+        *,
+        slot_mapping=None,
+        block_ids: Optional[Sequence[int]] = None,
+        layout: Optional[str] = None,
+        block_size: Optional[int] = None,
+        stream: Optional[int] = None,
+    ) -> "_core.PendingLoad":
+        """The same load in steps, for layer-by-layer loading: returns a
+        PendingLoad that holds the cached prefix (`.tokens` of them) until
+        `.finish()`; `.load_layers(end)` moves the layers before `end`. With a
+        GPU cache every copy is enqueued on `stream` and load_layers returns at
+        once: record an event on that stream to wait for a layer."""
+        tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
+        if self._remote is not None:
+            self._fetch_remote_part(tok, len(slots))
+        return self._runtime.begin_load(tok, kv, slots, stream=_stream(kv, stream))
 
     def _fetch_remote_part(self, tok, num_slots: int) -> None:
         """Brings the chunks of the wanted prefix that only the remote store has into host memory."""
@@ -221,6 +258,16 @@ class CacheEngine:
             self._remote.enqueue(keys)
         return stored
 
+    def begin_store_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
+                        layout: Optional[str] = None, block_size: Optional[int] = None,
+                        stream: Optional[int] = None) -> "PendingStore":
+        """store_ids in two steps (see begin_store)."""
+        keys = self._runtime.keys_from_ids(list(ids))
+        kv = self._resolve_layout(kv_caches, layout, block_size)
+        native = self._runtime.begin_store_keys(keys, kv, _int_array(slot_mapping, np.int64, "slot_mapping"),
+                                                stream=_stream(kv, stream))
+        return PendingStore(native, self._remote, lambda: keys)
+
     def load_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
                  layout: Optional[str] = None, block_size: Optional[int] = None,
                  stream: Optional[int] = None) -> int:
@@ -228,12 +275,26 @@ class CacheEngine:
         keys = self._runtime.keys_from_ids(list(ids))
         kv = self._resolve_layout(kv_caches, layout, block_size)
         slots = _int_array(slot_mapping, np.int64, "slot_mapping")
-        if self._remote is not None:
-            local = self._runtime.lookup_keys(keys)
-            wanted = min(len(keys), -(-len(slots) // self.chunk_size))
-            if local < wanted:
-                self._remote.fetch(keys[local:wanted])
+        self._fetch_remote_keys(keys, len(slots))
         return self._runtime.load_keys(keys, kv, slots, stream=_stream(kv, stream))
+
+    def begin_load_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
+                       layout: Optional[str] = None, block_size: Optional[int] = None,
+                       stream: Optional[int] = None) -> "_core.PendingLoad":
+        """load_ids in steps (see begin_load)."""
+        keys = self._runtime.keys_from_ids(list(ids))
+        kv = self._resolve_layout(kv_caches, layout, block_size)
+        slots = _int_array(slot_mapping, np.int64, "slot_mapping")
+        self._fetch_remote_keys(keys, len(slots))
+        return self._runtime.begin_load_keys(keys, kv, slots, stream=_stream(kv, stream))
+
+    def _fetch_remote_keys(self, keys: list, num_slots: int) -> None:
+        if self._remote is None:
+            return
+        local = self._runtime.lookup_keys(keys)
+        wanted = min(len(keys), -(-num_slots // self.chunk_size))
+        if local < wanted:
+            self._remote.fetch(keys[local:wanted])
 
     def pin(self, tokens) -> int:
         """Protects the cached chunks of a prefix from eviction; returns chunks pinned."""
@@ -289,6 +350,12 @@ class CacheEngine:
             raise InvalidArgumentError("no KV caches given and none registered (call register_kv_caches first)")
         return self._layout
 
+    def _token_args(self, tokens, kv_caches, slot_mapping, block_ids, layout, block_size):
+        """The native arguments of a token-addressed store or load: tokens, layout, slots."""
+        tok = _tokens(tokens)
+        kv = self._resolve_layout(kv_caches, layout, block_size)
+        return tok, kv, self._slots(kv, slot_mapping, block_ids, len(tok))
+
     @staticmethod
     def _slots(layout: _core.KVLayout, slot_mapping, block_ids, num_tokens: int):
         if (slot_mapping is None) == (block_ids is None):
@@ -302,6 +369,29 @@ class CacheEngine:
                 f"{len(blocks)} blocks of {bs} tokens cannot hold {num_tokens} tokens"
             )
         return (blocks[:, None] * bs + np.arange(bs, dtype=np.int64)).reshape(-1)[:num_tokens]
+
+
+class PendingStore:
+    """A store begun by CacheEngine.begin_store; finish() publishes it (and
+    queues it for the remote tier)."""
+
+    def __init__(self, native: "_core.PendingStore", remote, remote_keys) -> None:
+        self._native, self._remote, self._remote_keys = native, remote, remote_keys
+        self._done = False
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the store adds once finished."""
+        return self._native.tokens
+
+    def finish(self) -> int:
+        """Waits for the copy and publishes the chunks; returns the tokens stored."""
+        stored = self._native.finish()
+        if not self._done:
+            self._done = True
+            if self._remote is not None and stored:
+                self._remote.enqueue(self._remote_keys())
+        return stored
 
 
 def _stream(layout: _core.KVLayout, stream: Optional[int]) -> int:

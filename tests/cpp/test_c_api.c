@@ -35,7 +35,7 @@ int main(void) {
                           /*plane*/ (int64_t)BLOCKS * BLOCK * HEADS * DIM * 2,
                           /*block*/ (int64_t)BLOCK * HEADS * DIM * 2,
                           /*token*/ (int64_t)HEADS * DIM * 2,
-                          /*head*/ (int64_t)DIM * 2, src_base};
+                          /*head*/ (int64_t)DIM * 2, src_base, LMC_MEMORY_HOST, 0};
   lmc_kv_layout dst_layout = layout;
   dst_layout.layer_base = dst_base;
 
@@ -90,7 +90,43 @@ int main(void) {
   EXPECT(lmc_get_stats(engine, &stats) == LMC_OK);
   EXPECT(stats.stored_chunks == 2 && stats.loaded_tokens == TOKENS && stats.l1_chunks == 2);
   EXPECT(stats.l1_used_bytes > 0 && stats.l1_used_bytes <= stats.l1_capacity_bytes);
+
+  /* A store in two steps: invisible until finished. */
+  src_slots[5] = 5;
+  lmc_pending_store* store = NULL;
+  EXPECT(lmc_store_begin(engine, other, TOKENS, &layout, src_slots, TOKENS, 0, &store, &n) == LMC_OK && n == TOKENS);
+  EXPECT(lmc_lookup(engine, other, TOKENS, &n) == LMC_OK && n == 0);
+  EXPECT(lmc_store_finish(store, &n) == LMC_OK && n == TOKENS);
+  EXPECT(lmc_lookup(engine, other, TOKENS, &n) == LMC_OK && n == TOKENS);
+  EXPECT(lmc_store_finish(NULL, NULL) == LMC_OK);
+
+  /* A load layer by layer: layer 0 arrives first, layer 1 only when asked for. */
+  for (int l = 0; l < LAYERS; ++l) memset(dst[l], 0, layer_elems * 2);
+  lmc_pending_load* load = NULL;
+  EXPECT(lmc_load_begin(engine, other, TOKENS, &dst_layout, dst_slots, TOKENS, 0, &load, &n) == LMC_OK &&
+         n == TOKENS);
+  EXPECT(lmc_load_layers(load, 1) == LMC_OK);
+  EXPECT(memcmp(dst[0] + (size_t)dst_slots[0] * token_elems, src[0] + (size_t)src_slots[0] * token_elems,
+                token_elems * 2) == 0);
+  const uint16_t zeros[HEADS * DIM] = {0};
+  EXPECT(memcmp(dst[1] + (size_t)dst_slots[0] * token_elems, zeros, sizeof zeros) == 0);
+  EXPECT(lmc_load_layers(load, LAYERS) == LMC_OK);
+  EXPECT(memcmp(dst[1] + (size_t)dst_slots[0] * token_elems, src[1] + (size_t)src_slots[0] * token_elems,
+                token_elems * 2) == 0);
+  EXPECT(lmc_load_finish(load) == LMC_OK);
+
+  /* A cache in GPU memory: refused here (no GPU, or a build without CUDA). */
+  lmc_kv_layout gpu_layout = layout;
+  gpu_layout.memory = LMC_MEMORY_CUDA;
+  EXPECT(lmc_load_begin(engine, other, TOKENS, &gpu_layout, dst_slots, TOKENS, 0, &load, &n) != LMC_OK);
+  EXPECT(load == NULL && strlen(lmc_last_error()) > 0);
+  gpu_layout.memory = 7;
+  EXPECT(lmc_store(engine, other, TOKENS, &gpu_layout, src_slots, TOKENS, &n) == LMC_ERR_INVALID_ARGUMENT);
+
+  /* A load still open when the engine goes: the engine ends it; finishing it later is safe. */
+  EXPECT(lmc_load_begin(engine, other, TOKENS, &dst_layout, dst_slots, TOKENS, 0, &load, &n) == LMC_OK);
   lmc_engine_destroy(engine);
+  EXPECT(lmc_load_finish(load) == LMC_OK);
   lmc_engine_destroy(NULL);
   for (int l = 0; l < LAYERS; ++l) {
     free(src[l]);

@@ -1,6 +1,7 @@
 // The runtime's GPU path (layout.device >= 0): store from a paged cache in
 // GPU memory, load into another, and compare with the CPU path byte for byte,
-// records included. Needs a CUDA device: exits 77 (CTest: skipped) without one.
+// records included; then the same load layer by layer on a stream of its
+// own (PendingLoad), and a store in two steps (PendingStore). Needs a CUDA device: exits 77 (CTest: skipped) without one.
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -82,6 +83,33 @@ int main() {
       CHECK_OK(cpu->ExportRecord(k, b.data(), b.size(), &gb));
       CHECK(ga == gb && a == b);
     }
+    // The same store in two steps on a stream of its own (PendingStore): the
+    // chunks appear only after Finish, with the same records.
+    {
+      std::unique_ptr<CacheRuntime> gpu2;
+      o.verify_l1_checksums = true;  // checksums taken by Finish, after the kernels
+      CHECK_OK(CacheRuntime::Create(o, &gpu2));
+      o.verify_l1_checksums = false;
+      CHECK_OK(gpu2->RegisterLayout(gl));
+      cudaStream_t side;
+      CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking) == cudaSuccess);
+      std::unique_ptr<PendingStore> store;
+      CHECK_OK(gpu2->BeginStore(tokens.data(), n, gl, slots.data(), n, reinterpret_cast<uint64_t>(side), &store));
+      CHECK(store->tokens() == n);
+      size_t hit = 1;
+      CHECK_OK(gpu2->Lookup(tokens.data(), n, &hit));
+      CHECK(hit == 0);
+      CHECK_OK(store->Finish());
+      CHECK_OK(gpu2->Lookup(tokens.data(), n, &hit));
+      CHECK(hit == n);
+      for (const ChunkKey& k : keys) {
+        size_t ga = 0, gb = 0;
+        CHECK_OK(gpu2->ExportRecord(k, a.data(), a.size(), &ga));
+        CHECK_OK(cpu->ExportRecord(k, b.data(), b.size(), &gb));
+        CHECK(ga == gb && a == b);
+      }
+      cudaStreamDestroy(side);
+    }
     // Load into the zeroed GPU cache at other blocks, all but the last token.
     std::vector<uint32_t> other(blocks.rbegin(), blocks.rend());
     const auto slots2 = SlotsFromBlocks(other, d.block_size, n);
@@ -95,11 +123,40 @@ int main() {
       CHECK(cudaMemcpy(got.data(), dev2[b2], per, cudaMemcpyDeviceToHost) == cudaSuccess);
       CHECK(std::memcmp(got.data(), reinterpret_cast<void*>(bl.layer_base[shared ? 0 : b2]), per) == 0);
     }
+    // The same load layer by layer on a stream of its own: after layer 0 is
+    // enqueued and the stream drained, layer 0 is there and layer 1 is not.
+    cudaStream_t stream;
+    CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+    for (size_t b2 = 0; b2 < nbuf; ++b2) CHECK(cudaMemset(dev2[b2], 0, per) == cudaSuccess);
+    std::unique_ptr<PendingLoad> load;
+    CHECK_OK(gpu->BeginLoad(tokens.data(), n, gl2, slots2.data(), n - 1, reinterpret_cast<uint64_t>(stream), &load));
+    CHECK(load->tokens() == n - 1);
+    CHECK_OK(load->LoadLayers(1));
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    TestCache partial(order, d);
+    const KVLayout pl = partial.Layout();
+    for (size_t b2 = 0; b2 < nbuf; ++b2) {
+      CHECK(cudaMemcpy(reinterpret_cast<void*>(pl.layer_base[shared ? 0 : b2]), dev2[b2], per,
+                       cudaMemcpyDeviceToHost) == cudaSuccess);
+    }
+    std::vector<uint8_t> zero(partial.vec_bytes(), 0);
+    for (size_t t = 0; t + 1 < n; ++t) {
+      CHECK(std::memcmp(partial.Vec(0, 0, slots2[t], 0), back.Vec(0, 0, slots2[t], 0), partial.vec_bytes()) == 0);
+      CHECK(std::memcmp(partial.Vec(1, 0, slots2[t], 0), zero.data(), zero.size()) == 0);
+    }
+    CHECK_OK(load->LoadLayers(d.layers));
+    CHECK_OK(load->Finish());
+    for (size_t b2 = 0; b2 < nbuf; ++b2) {
+      std::vector<uint8_t> got(per);
+      CHECK(cudaMemcpy(got.data(), dev2[b2], per, cudaMemcpyDeviceToHost) == cudaSuccess);
+      CHECK(std::memcmp(got.data(), reinterpret_cast<void*>(bl.layer_base[shared ? 0 : b2]), per) == 0);
+    }
+    cudaStreamDestroy(stream);
     for (size_t b3 = 0; b3 < nbuf; ++b3) {
       cudaFree(dev[b3]);
       cudaFree(dev2[b3]);
     }
-    std::printf("  ok: %s through the GPU path\n", order);
+    std::printf("  ok: %s through the GPU path, whole and layer by layer\n", order);
   }
   std::puts("test_cuda_runtime: ok");
   return 0;

@@ -228,3 +228,90 @@ def test_concurrent_threads(make_engine):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_layer_by_layer_load(make_engine):
+    """begin_load holds the prefix; layers arrive only when asked for, in order."""
+    engine = make_engine()
+    src = flash_attn_cache()
+    engine.register_kv_caches(src)
+    toks = tokens_of(64, seed=4)
+    engine.store(toks, block_ids=list(range(8)))
+    dst = [torch.zeros_like(t) for t in src]
+    with engine.begin_load(toks + [1, 2, 3], dst, block_ids=list(range(8, 17))) as load:
+        assert load.tokens == 64 and load.num_layers == len(src) and load.layers_done == 0
+        assert not any(t.any() for t in dst)
+        load.load_layers(1)
+        assert torch.equal(dst[0][:, 8:16], src[0][:, :8])
+        assert not any(t.any() for t in dst[1:])
+        engine.clear()  # held chunks are not dropped while the load is open
+        load.load_layers(len(src))
+    for a, b in zip(src, dst):
+        assert torch.equal(b[:, 8:16], a[:, :8])
+    with pytest.raises(InvalidStateError):
+        load.load_layers(len(src))  # finished
+    assert engine.lookup(toks) == 64  # clear above left the held chunks
+    engine.clear()
+    assert engine.lookup(toks) == 0
+
+
+def test_layer_by_layer_load_by_ids(make_engine):
+    engine = make_engine()
+    src = flash_attn_cache()
+    engine.register_kv_caches(src)
+    ids = ["page-a", "page-b"]
+    cs = engine.chunk_size
+    engine.store_ids(ids, slot_mapping=np.arange(2 * cs))
+    dst = [torch.zeros_like(t) for t in src]
+    load = engine.begin_load_ids(ids + ["page-missing"], dst, slot_mapping=np.arange(2 * cs, 5 * cs))
+    assert load.tokens == 2 * cs
+    load.load_layers(len(src))
+    load.finish()
+    for a, b in zip(src, dst):
+        a, b = a.flatten(1, 2), b.flatten(1, 2)  # (planes, slots, heads, head_dim)
+        assert torch.equal(b[:, 2 * cs: 4 * cs], a[:, : 2 * cs])
+        assert not b[:, 4 * cs:].any()
+
+
+def test_pending_load_outlives_a_closed_engine(make_engine):
+    engine = make_engine()
+    engine.register_kv_caches(flash_attn_cache())
+    toks = tokens_of(32)
+    engine.store(toks, block_ids=[0, 1, 2, 3])
+    load = engine.begin_load(toks, block_ids=[4, 5, 6, 7])
+    engine.close()
+    with pytest.raises(ClosedError):
+        load.load_layers(1)
+    load.finish()  # a no-op: close finished it
+    del load
+
+
+def test_store_in_two_steps(make_engine):
+    engine = make_engine()
+    src = flash_attn_cache()
+    engine.register_kv_caches(src)
+    toks = tokens_of(64, seed=5)
+    store = engine.begin_store(toks, block_ids=list(range(8)))
+    assert store.tokens == 64
+    assert engine.lookup(toks) == 0  # not published yet
+    assert engine.store(toks, block_ids=list(range(8))) == 0  # being written by the pending store
+    assert store.finish() == 64 and store.finish() == 64
+    assert engine.lookup(toks) == 64
+    dst = [torch.zeros_like(t) for t in src]
+    assert engine.load(toks, dst, block_ids=list(range(8))) == 64
+    for a, b in zip(src, dst):
+        assert torch.equal(a[:, :8], b[:, :8])
+    ids_store = engine.begin_store_ids(["x", "y"], slot_mapping=np.arange(2 * engine.chunk_size))
+    assert ids_store.finish() == 2 * engine.chunk_size and engine.lookup_ids(["x", "y"]) == 2
+
+
+def test_store_finished_on_another_thread(make_engine):
+    engine = make_engine()
+    engine.register_kv_caches(flash_attn_cache())
+    stores = [engine.begin_store(tokens_of(32, seed=s), block_ids=[0, 1, 2, 3]) for s in range(4)]
+    threads = [threading.Thread(target=s.finish) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(engine.lookup(tokens_of(32, seed=s)) == 32 for s in range(4))

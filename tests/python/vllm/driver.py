@@ -93,6 +93,26 @@ def main() -> None:
     res["stats_fault"] = query_worker_stats(eid)
     shutdown(llm)
 
+    # Layer-wise loads: each layer is loaded in wait_for_layer_load, just
+    # before its attention (on a GPU: the compute stream waits on that layer's
+    # event); and asynchronous stores, published by lmcache's finisher thread.
+    eid = f"layerwise-{uuid.uuid4()}"
+    llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "layerwise_load": "on",
+                           "async_store": "on"}, eid)
+    res["lw_first"] = generate(llm, [A])[0]
+    res["lw_second"] = generate(llm, [A])[0]
+    res["lw_partial"] = [generate(llm, [B1])[0], generate(llm, [B2])[0]]
+    res["lw_batch"] = dict(zip(["A", "C", "B2", "D"], generate(llm, [A, C, B2, D])))
+    res["stats_lw"] = query_worker_stats(eid)
+    shutdown(llm)
+    # Seed 9: the second round's load meets a corrupted chunk, the third's a dropped one.
+    eid = f"layerwise-fault-{uuid.uuid4()}"
+    llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "layerwise_load": "on",
+                           "verify_l1_checksums": True, "fault_load_rate": 1.0, "fault_seed": 9}, eid)
+    res["lw_fault_rounds"] = [generate(llm, [A])[0] for _ in range(3)]
+    res["stats_lw_fault"] = query_worker_stats(eid)
+    shutdown(llm)
+
     # SGLang's key scheme (what a vLLM engine uses to share chunks with SGLang).
     eid = f"sgkeys-{uuid.uuid4()}"
     llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "key_scheme": "sglang"}, eid)

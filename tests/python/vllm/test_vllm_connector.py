@@ -79,6 +79,31 @@ def test_failed_loads_are_recomputed(results):
     assert s["load_errors"] > 0  # at least one corruption caught by the checksum
 
 
+def test_layer_by_layer_loads_and_async_stores(results):
+    base = results["baseline"]
+    assert results["lw_first"]["ids"] == base["A"]["ids"]
+    assert results["lw_second"]["cached"] == 2303 and results["lw_second"]["ids"] == base["A"]["ids"]
+    b1, b2 = results["lw_partial"]
+    assert b1["ids"] == base["B1"]["ids"] and b2["ids"] == base["B2"]["ids"] and b2["cached"] == 1024
+    for name, r in results["lw_batch"].items():
+        assert r["ids"] == base[name]["ids"], name
+    s = results["stats_lw"]
+    # Every layer of every step with loads was waited for, one call per layer (2 layers).
+    assert s["connector_layerwise_steps"] >= 3
+    assert s["connector_layer_waits"] == 2 * s["connector_layerwise_steps"]
+    assert s["connector_load_failed_tokens"] == 0
+    assert s["loaded_tokens"] == s["connector_loaded_tokens"] > 0
+    # Stores were begun after each forward pass and published by the finisher thread.
+    assert s["stored_chunks"] > 9 and s["connector_stored_tokens"] == 256 * s["stored_chunks"]
+
+
+def test_layer_by_layer_failed_loads_are_recomputed(results):
+    for r in results["lw_fault_rounds"]:
+        assert r["ids"] == results["baseline"]["A"]["ids"]
+    s = results["stats_lw_fault"]
+    assert s["connector_load_failed_tokens"] > 0 and s["load_errors"] > 0
+
+
 def test_second_engine_process_is_served_from_disk(results):
     base = results["baseline"]["A"]["ids"]
     assert results["disk_first"]["ids"] == base

@@ -38,14 +38,20 @@ def first_group_block_ids(block_ids: Any) -> list[int]:
     return list(block_ids[0])
 
 
-def ordered_layers(kv_caches: dict) -> list:
-    """vLLM's per-layer KV tensors in model order ('model.layers.10...' after 'model.layers.9...')."""
+def ordered_layer_names(kv_caches: dict) -> list[str]:
+    """vLLM's attention layer names in model order ('model.layers.10...' after
+    'model.layers.9...'); the same names reach wait_for_layer_load."""
 
     def index(name: str) -> int:
         m = _LAYER_INDEX.search(name)
         return int(m.group(1)) if m else 0
 
-    return [kv_caches[name] for name in sorted(kv_caches, key=index)]
+    return sorted(kv_caches, key=index)
+
+
+def ordered_layers(kv_caches: dict) -> list:
+    """vLLM's per-layer KV tensors in model order."""
+    return [kv_caches[name] for name in ordered_layer_names(kv_caches)]
 
 
 def model_id(vllm_config: Any) -> str:

@@ -52,15 +52,19 @@ class LMCacheConnector(KVConnectorBase_V1):
         self._worker.register_kv_caches(kv_caches)
 
     def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
-        # All of a step's loads in one go, before the forward pass. On the CPU
-        # copies and compute share the same cores, so per-layer overlap would
-        # not pay; the GPU path overlaps layer by layer.
+        # Begins the step's loads before the forward pass: all of them here, or
+        # (layerwise_load) each layer in wait_for_layer_load, before its attention.
         meta = self._get_connector_metadata()
         assert isinstance(meta, LMCacheConnectorMetadata)
         self._worker.start_load_kv(meta)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
-        return  # loads completed in start_load_kv
+        self._worker.wait_for_layer_load(layer_name)
+
+    @classmethod
+    def requires_piecewise_for_cudagraph(cls, extra_config: dict[str, Any]) -> bool:
+        # Layer-wise loads run between layers, which a full CUDA graph would skip.
+        return Config.load(overrides=extra_config or {}).layerwise_load != "off"
 
     def save_kv_layer(self, layer_name: str, kv_layer: Any, attn_metadata: Any, **kwargs: Any) -> None:
         return  # a chunk holds every layer: stored once the forward pass is done (wait_for_save)

@@ -5,7 +5,10 @@ answers the scheduler's lookups.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,9 +20,19 @@ from lmcache.integrations.vllm import compat
 from lmcache.integrations.vllm.device_staging import DeviceStaging
 from lmcache.integrations.vllm.lookup_rpc import LookupServer, socket_name
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
+from lmcache.integrations.vllm.store_finisher import StoreFinisher
 from lmcache.keys import sglang_page_hashes
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Loading:
+    """One request's load in flight during a step."""
+
+    work: RequestWork
+    load: Any  # lmcache._core.PendingLoad
+    failed: bool = False
 
 
 def layout_of(kv: Any) -> str:
@@ -46,33 +59,58 @@ class WorkerSide:
         self._faults = None
         self._staging: DeviceStaging | None = None
         self._store_stream = None  # GPU caches: the side stream stores copy on
+        self._load_stream = None  # GPU caches: the side stream loads copy on
+        self._layerwise = False
+        self._layer_index: dict[str, int] = {}
+        self._loads: list[_Loading] = []  # this step's loads, until the end of the forward pass
+        self._layer_events: list = []  # GPU, layer-wise: an event per layer on the load stream
+        self._layers_waited: set[int] = set()
+        self._finisher: StoreFinisher | None = None  # async stores: publishes them off this thread
+        self._stores_copied = None  # GPU, async stores: an event after the last step's store copies
+        self._closed = False
         if config.fault_load_rate > 0:
             from lmcache.faults import LoadFaultInjector
 
             self._faults = LoadFaultInjector(self.engine, config.fault_load_rate, config.fault_seed)
+        # vLLM does not always shut connectors down when its worker exits;
+        # closing at exit still publishes begun stores and writes queued chunks to disk.
+        atexit.register(_close_at_exit, weakref.ref(self))
         self.stats = {"load_requests": 0, "loaded_tokens": 0, "load_failed_tokens": 0, "store_requests": 0,
-                      "stored_tokens": 0}
+                      "stored_tokens": 0, "layerwise_steps": 0, "layer_waits": 0}
 
     def register_kv_caches(self, kv_caches: dict) -> None:
-        layers = compat.ordered_layers(kv_caches)
+        names = compat.ordered_layer_names(kv_caches)
+        layers = [kv_caches[n] for n in names]
         layout = layout_of(layers[0])
         self._layers, self._layout = layers, layout
-        if layers[0].device.type == "cpu" or _core.device_backend() == "cuda":
+        self._layer_index = {name: i for i, name in enumerate(names)}
+        on_gpu = layers[0].device.type == "cuda"
+        if not on_gpu or _core.device_backend() == "cuda":
             # The native copy engine, or on a GPU lmcache's CUDA kernels.
             self._block_size = self.engine.register_kv_caches(layers, layout).block_size
-            if layers[0].device.type == "cuda":
+            mode = self.engine.config.layerwise_load
+            self._layerwise = mode == "on" or (mode == "auto" and on_gpu)
+            mode = self.engine.config.async_store
+            if mode == "on" or (mode == "auto" and on_gpu):
+                self._finisher = StoreFinisher(self._count_stored)
+            if on_gpu:
                 import torch
 
-                # Stores run here, so the compute stream only records the event they wait on.
+                # Stores and loads copy on side streams: the compute stream only
+                # records the event a store waits on, and waits on a load's
+                # event of each layer (layer-wise) or of the whole load.
                 self._store_stream = torch.cuda.Stream(layers[0].device)
+                self._load_stream = torch.cuda.Stream(layers[0].device)
         else:
             # A build without CUDA on a GPU engine: torch gathers on the device, one copy through pinned memory.
             self._block_size = layers[0].shape[DeviceStaging.block_size_dim(layout)]
             self._staging = DeviceStaging(self.engine, layers, layout, self._block_size)
         self._server = LookupServer(socket_name(self._engine_id, self.rank), self.lookup, self.all_stats,
                                     lambda include_disk: self.engine.clear(include_disk=include_disk))
-        logger.info("lmcache: registered %d layers as %s; lookups served for rank %d; disk tier: %s", len(layers),
-                    layout, self.rank, self.engine.disk_backend or "off")
+        logger.info("lmcache: registered %d layers as %s; lookups served for rank %d; disk tier: %s; "
+                    "layer-wise loads: %s; async stores: %s", len(layers), layout, self.rank,
+                    self.engine.disk_backend or "off", "on" if self._layerwise else "off",
+                    "on" if self._finisher else "off")
 
     # ---------------------------------------------------------------- key scheme
     def _ids(self, token_ids) -> list[str] | None:
@@ -88,38 +126,138 @@ class WorkerSide:
         return self.engine.lookup_ids(ids) * self.engine.chunk_size
 
     # ---------------------------------------------------------------- loads
+    # Every load is a PendingLoad (the cached prefix held from start_load_kv
+    # to the end of the forward pass). Whole-step mode moves all layers in
+    # start_load_kv. Layer-wise mode moves layer i only for wait_for_layer_load
+    # of layer i: on a GPU every layer is enqueued at once on the load stream
+    # with an event after each, and the compute stream waits on layer i's
+    # event just before layer i's attention, so loading layer i+1 overlaps
+    # computing layer i; on the CPU the copy happens in that call.
     def start_load_kv(self, meta: LMCacheConnectorMetadata) -> None:
+        self._wait_for_store_copies()
+        self._finish_loads()  # a step that ended without wait_for_save (should not happen)
+        stream = None
+        if self._load_stream is not None and any(w.load_until > 0 for w in meta.requests):
+            import torch
+
+            # The blocks loaded into may have been read by earlier work on the compute stream.
+            self._load_stream.wait_stream(torch.cuda.current_stream(self._load_stream.device))
+            stream = self._load_stream.cuda_stream
         for work in meta.requests:
             if work.load_until > 0:
-                self._load(work)
+                self._begin_load(work, stream)
+        if not self._loads:
+            return
+        if not self._layerwise:
+            self._move_layers(len(self._layers))
+            self._finish_loads()
+            return
+        self.stats["layerwise_steps"] += 1
+        if self._load_stream is not None:
+            import torch
 
-    def _load(self, work: RequestWork) -> None:
+            self._layer_events = []
+            for layer in range(len(self._layers)):
+                self._move_layers(layer + 1)
+                event = torch.cuda.Event()
+                event.record(self._load_stream)
+                self._layer_events.append(event)
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        if not self._loads:
+            return
+        layer = self._layer_index.get(layer_name)
+        if layer is None:
+            return
+        if self._layer_events:
+            import torch
+
+            # The compute stream, not this thread, waits for the layer's copy.
+            torch.cuda.current_stream(self._load_stream.device).wait_event(self._layer_events[layer])
+        else:
+            self._move_layers(layer + 1)
+        self._layers_waited.add(layer)
+        self.stats["layer_waits"] += 1
+
+    def _begin_load(self, work: RequestWork, stream) -> None:
         self.stats["load_requests"] += 1
         slots = self._slots(work.block_ids, work.load_until)
         slots[: work.load_from] = -1  # vLLM already holds these
         if self._faults is not None:
             self._faults.maybe_fail(work.token_ids[: work.load_until])
-        try:
-            if self._staging is not None:
+        if self._staging is not None:  # the torch fallback: one synchronous load
+            try:
                 loaded = self._staging.load(work.token_ids, work.block_ids, work.load_from, work.load_until,
                                             self._ids(work.token_ids))
-            elif (ids := self._ids(work.token_ids)) is not None:
-                loaded = self.engine.load_ids(ids, slot_mapping=slots)
+            except Exception as e:  # a failed load is a miss, never a crash
+                logger.warning("lmcache load for %s failed: %s", work.req_id, e)
+                loaded = work.load_from
+            self._count_loaded(work, loaded)
+            self._not_loaded(work, loaded, work.load_until)
+            return
+        try:
+            if (ids := self._ids(work.token_ids)) is not None:
+                load = self.engine.begin_load_ids(ids, slot_mapping=slots, stream=stream)
             else:
-                loaded = self.engine.load(work.token_ids, slot_mapping=slots)
-        except Exception as e:  # a failed load is a miss, never a crash
+                load = self.engine.begin_load(work.token_ids, slot_mapping=slots, stream=stream)
+        except Exception as e:
             logger.warning("lmcache load for %s failed: %s", work.req_id, e)
-            loaded = work.load_from
-        self.stats["loaded_tokens"] += max(0, loaded - work.load_from)
-        if loaded < work.load_until:
-            # Promised but not delivered: name the blocks so vLLM recomputes them.
-            first_bad = max(loaded, work.load_from) // self._block_size
-            last = (work.load_until - 1) // self._block_size
-            bad_blocks = work.block_ids[first_bad : last + 1]
-            self._load_error_blocks.update(bad_blocks)
-            if self._faults is not None:
-                self._poison(bad_blocks)
-            self.stats["load_failed_tokens"] += work.load_until - max(loaded, work.load_from)
+            self._not_loaded(work, work.load_from, work.load_until)
+            return
+        # Promised but not found (evicted or corrupt since the lookup): known now, reported now.
+        self._not_loaded(work, load.tokens, work.load_until)
+        if load.tokens <= work.load_from:  # nothing to move: vLLM already has the rest
+            load.finish()
+            return
+        self._loads.append(_Loading(work, load))
+
+    def _move_layers(self, end_layer: int) -> None:
+        for loading in self._loads:
+            if loading.failed:
+                continue
+            try:
+                loading.load.load_layers(end_layer)
+            except Exception as e:  # the whole request's load becomes a recompute
+                logger.warning("lmcache load for %s failed: %s", loading.work.req_id, e)
+                loading.failed = True
+
+    def _finish_loads(self) -> None:
+        """Ends the step's loads and releases what they held. Every layer must
+        have arrived before its attention ran; a load that failed part way, or
+        a layer vLLM never waited for, is reported so vLLM recomputes it."""
+        all_waited = not self._layerwise or len(self._layers_waited) == len(self._layers)
+        if self._loads and not all_waited:
+            logger.warning("lmcache: vLLM waited for %d of %d layers; this step's loads are recomputed",
+                           len(self._layers_waited), len(self._layers))
+        for loading in self._loads:
+            work, load = loading.work, loading.load
+            try:
+                if not loading.failed:
+                    load.load_layers(len(self._layers))  # a no-op unless layers were skipped
+                load.finish()
+            except Exception as e:
+                logger.warning("lmcache load for %s failed: %s", work.req_id, e)
+                loading.failed = True
+            if loading.failed or not all_waited:
+                self._not_loaded(work, work.load_from, min(load.tokens, work.load_until))
+            else:
+                self._count_loaded(work, load.tokens)
+        self._loads, self._layer_events, self._layers_waited = [], [], set()
+
+    def _count_loaded(self, work: RequestWork, loaded: int) -> None:
+        self.stats["loaded_tokens"] += max(0, min(loaded, work.load_until) - work.load_from)
+
+    def _not_loaded(self, work: RequestWork, start: int, end: int) -> None:
+        """Tokens [start, end) of what was promised did not arrive: name their
+        blocks so vLLM recomputes them."""
+        start = max(start, work.load_from)
+        if start >= end:
+            return
+        bad_blocks = work.block_ids[start // self._block_size : (end - 1) // self._block_size + 1]
+        self._load_error_blocks.update(bad_blocks)
+        if self._faults is not None:
+            self._poison(bad_blocks)
+        self.stats["load_failed_tokens"] += end - start
 
     def _poison(self, block_ids: list[int]) -> None:
         """Fault-injection runs only: fills blocks whose load failed with NaN, so
@@ -134,31 +272,65 @@ class WorkerSide:
         return errors
 
     # ---------------------------------------------------------------- stores
+    # After the forward pass. Synchronous mode stores here. Asynchronous mode
+    # (async_store) only begins each store here: on a GPU its copy is enqueued
+    # on the store stream, which waits on an event of the compute stream, and
+    # a finisher thread publishes the chunks once the copy is done. The next
+    # step's start_load_kv waits for that copy before the next forward pass is
+    # enqueued, because the blocks of a request that just finished may be
+    # handed to another request and overwritten then.
     def wait_for_save(self, meta: LMCacheConnectorMetadata) -> None:
+        self._finish_loads()  # the forward pass is enqueued: every layer it needed was waited for
         stream = None
         if self._store_stream is not None and any(w.store_until > 0 for w in meta.requests):
             import torch
 
             self._store_stream.wait_stream(torch.cuda.current_stream(self._store_stream.device))
             stream = self._store_stream.cuda_stream
+        begun = False
         for work in meta.requests:
             if work.store_until <= 0:
                 continue
             self.stats["store_requests"] += 1
+            slots = None if self._staging is not None else self._slots(work.block_ids, work.store_until)
+            ids = self._ids(work.token_ids[: work.store_until])
             try:
                 if self._staging is not None:
-                    stored = self._staging.store(work.token_ids, work.block_ids, work.store_until,
-                                                 self._ids(work.token_ids[: work.store_until]))
-                elif (ids := self._ids(work.token_ids[: work.store_until])) is not None:
-                    stored = self.engine.store_ids(ids, slot_mapping=self._slots(work.block_ids, work.store_until),
-                                                   stream=stream)
+                    self._count_stored(self._staging.store(work.token_ids, work.block_ids, work.store_until, ids))
+                elif self._finisher is not None:
+                    if ids is not None:
+                        store = self.engine.begin_store_ids(ids, slot_mapping=slots, stream=stream)
+                    else:
+                        store = self.engine.begin_store(work.token_ids[: work.store_until], slot_mapping=slots,
+                                                        stream=stream)
+                    self._finisher.submit(work.req_id, store)
+                    begun = True
+                elif ids is not None:
+                    self._count_stored(self.engine.store_ids(ids, slot_mapping=slots, stream=stream))
                 else:
-                    stored = self.engine.store(work.token_ids[: work.store_until],
-                                               slot_mapping=self._slots(work.block_ids, work.store_until),
-                                               stream=stream)
-                self.stats["stored_tokens"] += stored
+                    self._count_stored(self.engine.store(work.token_ids[: work.store_until], slot_mapping=slots,
+                                                         stream=stream))
             except Exception as e:  # a failed store only costs a future hit
                 logger.warning("lmcache store for %s failed: %s", work.req_id, e)
+        if begun and stream is not None:
+            import torch
+
+            self._stores_copied = torch.cuda.Event()
+            self._stores_copied.record(self._store_stream)
+
+    def _wait_for_store_copies(self) -> None:
+        """Before the next forward pass: the blocks being stored were read."""
+        if self._stores_copied is not None:
+            self._stores_copied.synchronize()
+            self._stores_copied = None
+
+    def _count_stored(self, tokens: int) -> None:
+        self.stats["stored_tokens"] += tokens
+
+    def flush_stores(self) -> None:
+        """Blocks until every begun store is published (tests, shutdown)."""
+        if self._finisher is not None:
+            self._finisher.drain()
 
     # ---------------------------------------------------------------- helpers
     def _slots(self, block_ids: list[int], num_tokens: int) -> np.ndarray:
@@ -167,11 +339,27 @@ class WorkerSide:
         return (blocks[:, None] * bs + np.arange(bs, dtype=np.int64)).reshape(-1)[:num_tokens].copy()
 
     def all_stats(self) -> dict:
+        self.flush_stores()  # stats count what the steps so far stored
         s = dict(self.engine.stats())
         s.update({"connector_" + k: v for k, v in self.stats.items()})
         return s
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._finish_loads()
+        if self._finisher is not None:
+            self._finisher.close()  # publishes what is queued first
         if self._server is not None:
             self._server.close()
         self.engine.close()
+
+
+def _close_at_exit(ref: "weakref.ref[WorkerSide]") -> None:
+    worker = ref()
+    if worker is not None:
+        try:
+            worker.close()
+        except Exception as e:  # the process is going away; say why the cache may be incomplete
+            logger.warning("lmcache: closing at exit failed: %s", e)

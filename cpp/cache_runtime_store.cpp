@@ -1,0 +1,224 @@
+// CacheRuntime, part four: stores. Every store is a PendingStore: Begin
+// reserves the chunks and starts the copy, Finish waits for it and publishes
+// the chunks. The one-call Store is the two in a row; a GPU engine that must
+// not wait for the copy calls Begin on its step and Finish later.
+#include <algorithm>
+#include <cstring>
+
+#include "cache_runtime.h"
+#include "cache_runtime_internal.h"
+
+namespace lmcache {
+
+Status CacheRuntime::Store(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout,
+                           const int64_t* slots, size_t num_slots, size_t* stored_tokens, uint64_t stream) {
+  LMC_ENTER();
+  *stored_tokens = 0;
+  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
+  std::vector<ChunkKey> keys;
+  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_slots, &keys));
+  return StoreChunks(keys, layout, slots, num_slots, stored_tokens, stream);
+}
+
+namespace {
+Status CheckKeySlots(size_t keys, size_t num_slots, uint32_t chunk_size) {
+  if (num_slots != keys * chunk_size) {
+    return Status::InvalidArgument(std::to_string(keys) + " keys need " + std::to_string(keys * chunk_size) +
+                                   " slots, got " + std::to_string(num_slots));
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+Status CacheRuntime::StoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                               size_t num_slots, size_t* stored_tokens, uint64_t stream) {
+  LMC_ENTER();
+  *stored_tokens = 0;
+  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
+  LMC_RETURN_IF_ERROR(CheckKeySlots(keys.size(), num_slots, options_.chunk_size));
+  return StoreChunks(keys, layout, slots, num_slots, stored_tokens, stream);
+}
+
+Status CacheRuntime::BeginStore(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout,
+                                const int64_t* slots, size_t num_slots, uint64_t stream,
+                                std::unique_ptr<PendingStore>* out) {
+  LMC_ENTER();
+  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
+  std::vector<ChunkKey> keys;
+  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_slots, &keys));
+  return BeginStoreChunks(keys, layout, slots, num_slots, stream, out);
+}
+
+Status CacheRuntime::BeginStoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                                    size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out) {
+  LMC_ENTER();
+  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
+  LMC_RETURN_IF_ERROR(CheckKeySlots(keys.size(), num_slots, options_.chunk_size));
+  return BeginStoreChunks(keys, layout, slots, num_slots, stream, out);
+}
+
+Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                                 size_t num_slots, size_t* stored_tokens, uint64_t stream) {
+  std::unique_ptr<PendingStore> store;
+  LMC_RETURN_IF_ERROR(BeginStoreChunks(keys, layout, slots, num_slots, stream, &store));
+  LMC_RETURN_IF_ERROR(FinishStore(store.get(), /*publish=*/true));
+  *stored_tokens = store->tokens();
+  return Status::Ok();
+}
+
+Status CacheRuntime::BeginStoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                                      size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out) {
+  LMC_RETURN_IF_ERROR(CheckLayout(layout));
+  LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
+  if (layout.device >= 0) LMC_RETURN_IF_ERROR(CheckDeviceReady());
+
+  const uint32_t cs = options_.chunk_size;
+  const ChunkShape shape = ChunkShape::FromLayout(layout, cs);
+  // Validate everything before reserving anything: an error must leave no trace.
+  for (size_t c = 0; layout.opaque_blocks() && c < keys.size(); ++c) {
+    if (!BlockSlotsConsistent(slots + c * cs, cs, layout.block_size, true)) {
+      return Status::InvalidArgument("chunk " + std::to_string(c) +
+                                     " does not cover whole engine blocks in order; this cache moves whole blocks");
+    }
+  }
+  std::unique_ptr<PendingStore> store(new PendingStore(this));
+  store->layout_ = layout;
+  store->stream_ = stream;
+  store->chunk_size_ = cs;
+  uint64_t skipped = 0, dropped = 0;
+  for (size_t c = 0; c < keys.size(); ++c) {
+    const int64_t* chunk_slots = slots + c * cs;
+    if (std::any_of(chunk_slots, chunk_slots + cs, [](int64_t s) { return s < 0; })) continue;
+    if (index_.ContainsReady(keys[c])) {
+      ++skipped;
+      continue;
+    }
+    const int64_t slab = AllocateSlab();
+    if (slab == HostPool::kNoSlab) {
+      ++dropped;
+      continue;
+    }
+    Entry e;
+    e.tier = Tier::kHost;
+    e.location = slab;
+    e.bytes = shape.record_bytes();
+    e.num_tokens = cs;
+    if (!index_.Reserve(keys[c], e)) {  // another call is writing or just wrote it
+      (void)pool_->Free(slab);
+      ++skipped;
+      continue;
+    }
+    ChunkTransfer t;
+    t.payload = pool_->SlabAddress(slab) + sizeof(ChunkHeader);
+    t.slots = chunk_slots;
+    t.payload_tokens = cs;
+    t.num_tokens = cs;
+    store->transfers_.push_back(t);
+    store->reserved_.push_back(keys[c]);
+  }
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.store_calls++;
+    stats_.store_skipped_chunks += skipped;
+    stats_.store_dropped_chunks += dropped;
+  }
+  // The checksum is computed now only when L1 loads verify it; otherwise when
+  // the record leaves host memory (write-behind, export): stores stay at memcpy speed.
+  if (options_.verify_l1_checksums) {
+    store->checksums_.resize(store->transfers_.size());
+    for (size_t i = 0; i < store->transfers_.size(); ++i) store->transfers_[i].checksum_out = &store->checksums_[i];
+  }
+  if (!store->transfers_.empty()) {
+    if (layout.device < 0) {
+      copy_.Gather(layout, store->transfers_);  // hashes each layer while it is in cache
+    } else {
+      // The kernels only copy; checksums (if wanted) are taken in FinishStore.
+      Status st = device_->Prepare(layout, store->transfers_, stream, &store->device_batch_);
+      if (st.ok()) st = device_->Launch(*store->device_batch_, /*gather=*/true, 0, layout.num_layers, stream);
+      if (!st.ok()) {
+        store->copied_ = st;
+        (void)FinishStore(store.get(), /*publish=*/false);
+        return st;
+      }
+    }
+  }
+  for (ChunkTransfer& t : store->transfers_) t.slots = nullptr;  // the caller's array may go now
+  std::lock_guard<std::mutex> lock(loads_mu_);
+  open_stores_.insert(store.get());
+  *out = std::move(store);
+  return Status::Ok();
+}
+
+Status CacheRuntime::FinishStore(PendingStore* store, bool publish) {
+  if (store->finished_.load()) return Status::Ok();
+  Status st = store->copied_;
+  if (store->device_batch_) {
+    const Status synced = device_->Synchronize(store->stream_);  // the payloads are complete after this
+    store->device_batch_.reset();
+    if (st.ok()) st = synced;
+  }
+  std::vector<ChunkTransfer>& transfers = store->transfers_;
+  const KVLayout& layout = store->layout_;
+  if (st.ok() && publish && layout.device >= 0 && !store->checksums_.empty()) {
+    // GPU copies: checksum the payloads here, a (chunk, layer) per task.
+    const uint32_t layers = layout.num_layers;
+    std::vector<uint64_t> sums(transfers.size() * layers);
+    threads_.ParallelFor(sums.size(), [&](size_t i) {
+      const ChunkTransfer& c = transfers[i / layers];
+      const uint64_t layer_bytes = uint64_t(layout.num_planes) * c.payload_tokens * layout.token_bytes();
+      sums[i] = LayerChecksum(c.payload + (i % layers) * layer_bytes, layer_bytes);
+    });
+    for (size_t c = 0; c < transfers.size(); ++c) {
+      store->checksums_[c] = CombineLayerChecksums(&sums[c * layers], layers);
+    }
+  }
+  size_t published = 0;
+  if (st.ok() && publish) {
+    const ChunkShape shape = ChunkShape::FromLayout(layout, store->chunk_size_);
+    const bool has_sum = !store->checksums_.empty();
+    for (; published < transfers.size(); ++published) {
+      const ChunkKey& key = store->reserved_[published];
+      const ChunkHeader h = MakeHeader(shape, key, has_sum ? store->checksums_[published] : 0, has_sum);
+      std::memcpy(transfers[published].payload - sizeof(ChunkHeader), &h, sizeof(h));
+      const Status committed = index_.Commit(key);
+      if (!committed.ok()) {  // a bookkeeping bug; the rest is given back below
+        st = committed;
+        break;
+      }
+    }
+  }
+  // Reservations not published are given back, or readers waiting on them would wait forever.
+  for (size_t i = published; i < transfers.size(); ++i) {
+    Entry removed;
+    if (index_.Abort(store->reserved_[i], &removed).ok()) FreeEntry(removed);
+  }
+  if (published < transfers.size()) transfers.resize(published);  // tokens() counts what was stored
+  uint64_t write_dropped = 0;
+  if (disk_) {
+    for (size_t i = 0; i < transfers.size(); ++i) {
+      const ChunkKey& key = store->reserved_[i];
+      if (!disk_->Contains(key) && !write_behind_->TryPush(key)) ++write_dropped;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(loads_mu_);
+    open_stores_.erase(store);
+  }
+  store->finished_.store(true);
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.write_behind_dropped += write_dropped;
+  stats_.stored_chunks += transfers.size();
+  return st;
+}
+
+PendingStore::~PendingStore() {
+  if (!finished_.load()) (void)Finish();
+}
+
+Status PendingStore::Finish() {
+  std::shared_lock<std::shared_mutex> lifecycle(rt_->lifecycle_);  // lock order: lifecycle, then mu_
+  std::lock_guard<std::mutex> lock(mu_);
+  return rt_->FinishStore(this, /*publish=*/true);  // a no-op once finished (by Close, too)
+}
+
+}  // namespace lmcache
