@@ -68,7 +68,10 @@ void CacheRuntime::Close() {
     std::lock_guard<std::mutex> guard(loads_mu_);
     open.assign(open_loads_.begin(), open_loads_.end());
   }
-  for (PendingLoad* load : open) (void)ReleaseLoad(load);
+  for (PendingLoad* load : open) {
+    load->closed_ = true;
+    (void)ReleaseLoad(load);
+  }
   std::vector<PendingStore*> stores;
   {
     std::lock_guard<std::mutex> guard(loads_mu_);

@@ -147,6 +147,7 @@ class PendingLoad {
   size_t tokens_ = 0;
   uint32_t layers_done_ = 0;
   bool failed_ = false;
+  bool closed_ = false;                // finished by Close (written before finished_)
   std::atomic<bool> finished_{false};  // set once; Close may set it from another thread
   std::mutex mu_;
 };

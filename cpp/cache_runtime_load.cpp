@@ -148,9 +148,11 @@ Status CacheRuntime::BeginLoadChunks(const std::vector<ChunkKey>& keys, const KV
     stats_.load_calls++;
     stats_.load_errors += corrupt.size();
   }
-  std::lock_guard<std::mutex> lock(loads_mu_);
-  open_loads_.insert(load.get());
-  *out = std::move(load);
+  {
+    std::lock_guard<std::mutex> lock(loads_mu_);
+    open_loads_.insert(load.get());
+  }
+  *out = std::move(load);  // outside the lock: a handle *out held before finishes in its destructor
   return Status::Ok();
 }
 
@@ -177,7 +179,8 @@ Status CacheRuntime::ReleaseLoad(PendingLoad* load) {
   if (load->finished_.load()) return Status::Ok();
   Status synced = Status::Ok();
   if (load->device_batch_) {
-    synced = device_->Synchronize(load->stream_);  // nothing may still read the pool after the release
+    // Nothing may still read the pool once the chunks are released.
+    synced = device_->Synchronize(load->layout_.device, load->stream_);
     load->device_batch_.reset();
   }
   for (const ChunkKey& k : load->held_) (void)index_.Release(k);
@@ -199,7 +202,10 @@ PendingLoad::~PendingLoad() {
   if (!finished_.load()) (void)Finish();
 }
 
+// A finished handle never touches its runtime again: Close finishes every
+// open handle, so a handle may outlive the runtime once it is finished.
 Status PendingLoad::LoadLayers(uint32_t end_layer) {
+  if (finished_.load()) return closed_ ? Status::Closed() : Status::InvalidState("this load is finished");
   std::shared_lock<std::shared_mutex> lifecycle(rt_->lifecycle_);  // lock order: lifecycle, then mu_
   if (rt_->closed_.load()) return Status::Closed();
   std::lock_guard<std::mutex> lock(mu_);
@@ -209,6 +215,7 @@ Status PendingLoad::LoadLayers(uint32_t end_layer) {
 }
 
 Status PendingLoad::Finish() {
+  if (finished_.load()) return Status::Ok();
   std::shared_lock<std::shared_mutex> lifecycle(rt_->lifecycle_);
   std::lock_guard<std::mutex> lock(mu_);
   return rt_->ReleaseLoad(this);  // a no-op once finished (by Close, too)

@@ -143,9 +143,11 @@ Status CacheRuntime::BeginStoreChunks(const std::vector<ChunkKey>& keys, const K
     }
   }
   for (ChunkTransfer& t : store->transfers_) t.slots = nullptr;  // the caller's array may go now
-  std::lock_guard<std::mutex> lock(loads_mu_);
-  open_stores_.insert(store.get());
-  *out = std::move(store);
+  {
+    std::lock_guard<std::mutex> lock(loads_mu_);
+    open_stores_.insert(store.get());
+  }
+  *out = std::move(store);  // outside the lock (see BeginLoadChunks)
   return Status::Ok();
 }
 
@@ -153,7 +155,8 @@ Status CacheRuntime::FinishStore(PendingStore* store, bool publish) {
   if (store->finished_.load()) return Status::Ok();
   Status st = store->copied_;
   if (store->device_batch_) {
-    const Status synced = device_->Synchronize(store->stream_);  // the payloads are complete after this
+    // The payloads are complete after this.
+    const Status synced = device_->Synchronize(store->layout_.device, store->stream_);
     store->device_batch_.reset();
     if (st.ok()) st = synced;
   }
@@ -216,6 +219,7 @@ PendingStore::~PendingStore() {
 }
 
 Status PendingStore::Finish() {
+  if (finished_.load()) return Status::Ok();  // never touches a runtime that finished it (see PendingLoad)
   std::shared_lock<std::shared_mutex> lifecycle(rt_->lifecycle_);  // lock order: lifecycle, then mu_
   std::lock_guard<std::mutex> lock(mu_);
   return rt_->FinishStore(this, /*publish=*/true);  // a no-op once finished (by Close, too)

@@ -31,6 +31,7 @@ void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vecto
     e.location = slab;
     e.bytes = shape.record_bytes();
     e.num_tokens = shape.num_tokens;
+    e.short_write = true;
     if (!index_.Reserve(keys[i], e)) {
       (void)pool_->Free(slab);
       others.push_back(i);
@@ -81,9 +82,13 @@ void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vecto
       stats_.load_errors++;
     }
   }
+  // A prefetch is done: someone else is bringing those chunks in. A load
+  // waits for a promotion in flight (it finishes by itself), never for a
+  // store's reservation (its finisher may be this very thread): then a miss.
+  if (!held) return;
   for (size_t i : others) {
-    index_.WaitWhileWriting(keys[i]);
-    if (held && !index_.Acquire(keys[i], &(*held)[i])) (*held)[i].ready = false;
+    index_.WaitForShortWrite(keys[i]);
+    if (!index_.Acquire(keys[i], &(*held)[i])) (*held)[i].ready = false;
   }
 }
 
@@ -176,6 +181,7 @@ Status CacheRuntime::ImportRecord(const ChunkKey& key, const uint8_t* record, si
   e.location = slab;
   e.bytes = bytes;
   e.num_tokens = shape.num_tokens;
+  e.short_write = true;
   if (!index_.Reserve(key, e)) {  // someone else is bringing it in
     (void)pool_->Free(slab);
     return Status::Ok();

@@ -38,8 +38,10 @@ class DeviceCopier {
   // ordered after it) and returns without waiting.
   virtual Status Launch(const DeviceBatch& batch, bool gather, uint32_t first_layer, uint32_t layer_count,
                         uint64_t stream) = 0;
-  // Waits until everything enqueued on `stream` is done.
-  virtual Status Synchronize(uint64_t stream) = 0;
+  // Waits until everything enqueued on `stream` of CUDA device `device` is
+  // done (the device matters for stream 0, the legacy default stream, which
+  // is per device).
+  virtual Status Synchronize(int device, uint64_t stream) = 0;
 
   // The whole batch, every layer, returning once the copy is complete. A
   // caller that wants the engine's compute stream never to wait passes a
@@ -57,7 +59,7 @@ class DeviceCopier {
     std::unique_ptr<DeviceBatch> batch;
     LMC_RETURN_IF_ERROR(Prepare(layout, chunks, stream, &batch));
     const Status launched = Launch(*batch, gather, 0, layout.num_layers, stream);
-    const Status done = Synchronize(stream);  // even after a failed launch: the upload may be in flight
+    const Status done = Synchronize(layout.device, stream);  // even after a failed launch: the upload may be in flight
     return launched.ok() ? done : launched;
   }
 };

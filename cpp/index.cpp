@@ -41,11 +41,11 @@ Status Index::Commit(const ChunkKey& key, bool acquire) {
   return Status::Ok();
 }
 
-void Index::WaitWhileWriting(const ChunkKey& key) {
+void Index::WaitForShortWrite(const ChunkKey& key) {
   std::unique_lock<std::mutex> lock(mu_);
   written_.wait(lock, [&] {
     auto it = entries_.find(key);
-    return it == entries_.end() || it->second.ready;
+    return it == entries_.end() || it->second.ready || !it->second.short_write;
   });
 }
 

@@ -33,6 +33,10 @@ struct Entry {
   uint32_t ref_count = 0;
   uint32_t pin_count = 0;
   bool ready = false;     // false while the write is in progress
+  // The write finishes within the call that reserved it (a disk promotion, an
+  // import), so readers may wait for it. A store's reservation can last until
+  // its PendingStore is finished by someone else, so nobody waits for that.
+  bool short_write = false;
 };
 
 class Index {
@@ -47,8 +51,9 @@ class Index {
   bool Reserve(const ChunkKey& key, const Entry& entry);
   // Makes a reserved entry visible; with `acquire` it comes with a read reference.
   Status Commit(const ChunkKey& key, bool acquire = false);
-  // Returns once `key` is not being written (committed, aborted or absent).
-  void WaitWhileWriting(const ChunkKey& key);
+  // Returns once `key` is not being written by a short write (committed,
+  // aborted, absent, or reserved by a store, which may take long).
+  void WaitForShortWrite(const ChunkKey& key);
   // Drops a reserved entry; returns it so the caller can free its space.
   Status Abort(const ChunkKey& key, Entry* removed);
 

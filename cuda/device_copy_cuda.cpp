@@ -22,6 +22,24 @@ Status CudaError(const char* what, cudaError_t e) {
   return Status::IoError(std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
 }
 
+// Makes `device` current for one call and restores the caller's device
+// after it: the engine's thread has its own notion of the current device.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    status_ = previous_ == device ? cudaSuccess : cudaSetDevice(device);
+  }
+  ~DeviceGuard() {
+    if (previous_ >= 0 && status_ == cudaSuccess) cudaSetDevice(previous_);
+  }
+  cudaError_t status() const { return status_; }
+
+ private:
+  int previous_ = -1;
+  cudaError_t status_ = cudaSuccess;
+};
+
 struct Scratch {
   void* host = nullptr;  // pinned
   void* dev = nullptr;
@@ -53,7 +71,8 @@ class CudaCopier final : public DeviceCopier {
   Status Prepare(const KVLayout& l, const std::vector<ChunkTransfer>& chunks, uint64_t stream_handle,
                  std::unique_ptr<DeviceBatch>* out) override {
     if (chunks.empty()) return Status::InvalidArgument("an empty batch");
-    cudaError_t e = cudaSetDevice(l.device);
+    DeviceGuard guard(l.device);
+    cudaError_t e = guard.status();
     if (e != cudaSuccess) return CudaError("set device", e);
     const uint32_t n = uint32_t(chunks.size()), pt = chunks[0].payload_tokens;
     // Scratch layout: [layer bases | payload pointers | token counts | slots].
@@ -92,7 +111,8 @@ class CudaCopier final : public DeviceCopier {
   Status Launch(const DeviceBatch& batch, bool gather, uint32_t first_layer, uint32_t layer_count,
                 uint64_t stream_handle) override {
     const auto& b = static_cast<const CudaBatch&>(batch);
-    cudaError_t e = cudaSetDevice(b.device);
+    DeviceGuard guard(b.device);
+    cudaError_t e = guard.status();
     if (e != cudaSuccess) return CudaError("set device", e);
     cuda::TransferBatch t = b.transfers;
     t.first_layer = first_layer;
@@ -103,8 +123,11 @@ class CudaCopier final : public DeviceCopier {
     return Status::Ok();
   }
 
-  Status Synchronize(uint64_t stream_handle) override {
-    const cudaError_t e = cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream_handle));
+  Status Synchronize(int device, uint64_t stream_handle) override {
+    DeviceGuard guard(device);
+    cudaError_t e = guard.status();
+    if (e != cudaSuccess) return CudaError("set device", e);
+    e = cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream_handle));
     if (e != cudaSuccess) return CudaError("copy", e);
     return Status::Ok();
   }

@@ -5,8 +5,11 @@
 // finishes loads still open. PendingStore, behind stores a GPU engine does
 // not wait for: invisible until finished, then published; Close gives
 // unfinished reservations back.
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <numeric>
 #include <vector>
 
@@ -261,6 +264,49 @@ void TestCloseGivesBackOpenStores() {
   std::puts("  ok: close gives open stores back; bad input reserves nothing");
 }
 
+// A store's reservation is never waited for: neither by a load on the thread
+// that would finish the store (a miss instead), nor by a prefetch that Close
+// must stop. Reusing an output pointer that holds an open handle is fine.
+void TestOpenStoreNeverBlocksOthers() {
+  namespace fs = std::filesystem;
+  const std::string dir = fs::temp_directory_path() / ("lmcache-pending-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  TestCache src("PBTHD", Dims()), dst("PBTHD", Dims());
+  src.FillRandom(9);
+  RuntimeOptions o;
+  o.chunk_size = 16;
+  o.l1_capacity_bytes = 8 << 20;
+  o.num_threads = 2;
+  o.disk_dir = dir;
+  o.disk_capacity_bytes = 64 << 20;
+  std::unique_ptr<CacheRuntime> rt;
+  CHECK_OK(CacheRuntime::Create(o, &rt));
+  CHECK_OK(rt->RegisterLayout(src.Layout()));
+  const size_t n = 32;
+  const auto tokens = Tokens(n);
+  const auto slots = SlotsFromBlocks({0, 1, 2, 3}, 8, n);
+  size_t out = 0, removed = 0;
+  CHECK_OK(rt->Store(tokens.data(), n, src.Layout(), slots.data(), n, &out));
+  rt->FlushWrites();
+  CHECK_OK(rt->Clear(&removed, /*include_disk=*/false));  // on disk only now
+  std::unique_ptr<PendingStore> store;
+  CHECK_OK(rt->BeginStore(tokens.data(), n, src.Layout(), slots.data(), n, 0, &store));
+  CHECK(store->tokens() == n);  // reserved in L1 again
+  size_t hit = 0;
+  CHECK_OK(rt->Lookup(tokens.data(), n, &hit));  // queues prefetches of the reserved chunks
+  CHECK(hit == n);
+  std::unique_ptr<PendingLoad> load;
+  CHECK_OK(rt->BeginLoad(tokens.data(), n, dst.Layout(), slots.data(), n, 0, &load));
+  CHECK(load->tokens() == 0);  // the chunks are being stored: a miss, not a wait for ourselves
+  CHECK_OK(rt->BeginLoad(tokens.data(), n, dst.Layout(), slots.data(), n, 0, &load));  // replaces an open one
+  rt->Close();  // must not wait for the prefetch thread, nor it for the store
+  store.reset();
+  load.reset();
+  rt.reset();
+  fs::remove_all(dir);
+  std::puts("  ok: an open store blocks no load, prefetch or close");
+}
+
 }  // namespace
 
 int main() {
@@ -271,6 +317,7 @@ int main() {
   TestCloseFinishesOpenLoads();
   TestStoreIsInvisibleUntilFinished();
   TestCloseGivesBackOpenStores();
+  TestOpenStoreNeverBlocksOthers();
   std::puts("test_pending_ops: ok");
   return 0;
 }

@@ -103,6 +103,9 @@ def main() -> None:
     res["lw_second"] = generate(llm, [A])[0]
     res["lw_partial"] = [generate(llm, [B1])[0], generate(llm, [B2])[0]]
     res["lw_batch"] = dict(zip(["A", "C", "B2", "D"], generate(llm, [A, C, B2, D])))
+    # A short request (no store of its own): its steps tell the worker which
+    # requests finished, and the worker releases their blocks.
+    res["lw_flush"] = generate(llm, [prompt(99, 100)])[0]
     res["stats_lw"] = query_worker_stats(eid)
     shutdown(llm)
     # Seed 9: the second round's load meets a corrupted chunk, the third's a dropped one.

@@ -93,8 +93,12 @@ def test_layer_by_layer_loads_and_async_stores(results):
     assert s["connector_layer_waits"] == 2 * s["connector_layerwise_steps"]
     assert s["connector_load_failed_tokens"] == 0
     assert s["loaded_tokens"] == s["connector_loaded_tokens"] > 0
-    # Stores were begun after each forward pass and published by the finisher thread.
+    # Stores were begun after each forward pass and published by the finisher
+    # thread; vLLM held each finished request's blocks until lmcache reported
+    # its stores done (8 requests had stores), and none is held any more.
     assert s["stored_chunks"] > 9 and s["connector_stored_tokens"] == 256 * s["stored_chunks"]
+    assert s["connector_blocks_released_after_stores"] == 8
+    assert s["connector_requests_holding_blocks"] == 0
 
 
 def test_layer_by_layer_failed_loads_are_recomputed(results):

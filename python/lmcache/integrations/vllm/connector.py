@@ -74,8 +74,15 @@ class LMCacheConnector(KVConnectorBase_V1):
         assert isinstance(meta, LMCacheConnectorMetadata)
         self._worker.wait_for_save(meta)
 
+    def handle_preemptions(self, kv_connector_metadata: KVConnectorMetadata) -> None:
+        if self._worker is not None:
+            assert isinstance(kv_connector_metadata, LMCacheConnectorMetadata)
+            self._worker.handle_preemptions(kv_connector_metadata)
+
     def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
-        return None, None  # loads and stores are synchronous
+        # finished_sending: requests whose asynchronous stores are done (their
+        # blocks were held for them); loads are never asynchronous.
+        return self._worker.get_finished(finished_req_ids), None
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         return self._worker.take_load_error_blocks() if self._worker else set()

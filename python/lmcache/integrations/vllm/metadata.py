@@ -27,3 +27,6 @@ class RequestWork:
 @dataclass
 class LMCacheConnectorMetadata(KVConnectorMetadata):
     requests: list[RequestWork] = field(default_factory=list)
+    # Preempted requests that had stores: their blocks are freed at once, so
+    # stores still reading them must be done before the next forward pass.
+    preempted_req_ids: list[str] = field(default_factory=list)

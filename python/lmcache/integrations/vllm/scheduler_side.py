@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from lmcache.config import Config
-from lmcache.integrations.vllm import compat
+from lmcache.integrations.vllm import compat, modes
 from lmcache.integrations.vllm.lookup_rpc import LookupClient
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
 
@@ -33,6 +33,10 @@ class SchedulerSide:
         self._client = LookupClient(engine_id, range(tp_size), timeout_s=config.lookup_timeout_s)
         self._requests: dict[str, _Tracked] = {}
         self._lookups: dict[str, tuple[int, int]] = {}  # req_id -> (num_computed, tokens to load)
+        # Asynchronous stores: a finished request that had stores keeps its
+        # blocks until the workers report its stores done (get_finished).
+        self._async_stores = modes.async_stores(config, vllm_config.device_config.device_type == "cuda")
+        self._stored_reqs: set[str] = set()
         self.stats = {"lookups": 0, "lookup_tokens": 0, "hit_tokens": 0, "promised_tokens": 0}
 
     # ---------------------------------------------------------------- vLLM hooks
@@ -87,12 +91,19 @@ class SchedulerSide:
                 ids = compat.first_group_block_ids(new_blocks)
                 tracked.block_ids = ids if req_id in resumed else tracked.block_ids + ids
             self._add_work(meta, req_id, tracked, cached.num_computed_tokens[i] + scheduled.get(req_id, 0))
+        preempted = getattr(scheduler_output, "preempted_req_ids", None) or ()
+        meta.preempted_req_ids = [r for r in preempted if r in self._stored_reqs]
         return meta
 
     def request_finished(self, request: Any, block_ids: list[int]) -> tuple[bool, Optional[dict]]:
         self._requests.pop(request.request_id, None)
         self._lookups.pop(request.request_id, None)
-        return False, None  # stores are synchronous: vLLM may free the blocks now
+        if request.request_id in self._stored_reqs:
+            self._stored_reqs.discard(request.request_id)
+            # The workers saw the same stores and report this request in
+            # get_finished once they are done; vLLM frees the blocks then.
+            return True, None
+        return False, None  # synchronous stores (or none): vLLM may free the blocks now
 
     def close(self) -> None:
         self._client.close()
@@ -123,4 +134,6 @@ class SchedulerSide:
         )
         if do_store:
             tracked.stored_until = store_until
+            if self._async_stores:
+                self._stored_reqs.add(req_id)
         tracked.load_from = tracked.load_until = 0

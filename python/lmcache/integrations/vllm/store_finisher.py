@@ -13,8 +13,10 @@ logger = logging.getLogger(__name__)
 
 
 class StoreFinisher:
-    def __init__(self, on_stored: Callable[[int], None]) -> None:
-        self._on_stored = on_stored
+    def __init__(self, on_done: Callable[[str, int], None]) -> None:
+        """on_done(req_id, tokens stored) runs on the finisher thread after
+        each store, failed ones included (0 tokens)."""
+        self._on_done = on_done
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="lmcache-store-finisher", daemon=True)
         self._thread.start()
@@ -37,9 +39,11 @@ class StoreFinisher:
                 if item is None:
                     return
                 req_id, store = item
+                stored = 0
                 try:
-                    self._on_stored(store.finish())
+                    stored = store.finish()
                 except Exception as e:  # a failed store only costs a future hit
                     logger.warning("lmcache store for %s failed: %s", req_id, e)
+                self._on_done(req_id, stored)
             finally:
                 self._queue.task_done()

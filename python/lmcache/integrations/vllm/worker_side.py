@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from lmcache import _core
 from lmcache.config import Config
 from lmcache.engine import CacheEngine
-from lmcache.integrations.vllm import compat
+from lmcache.integrations.vllm import compat, modes
 from lmcache.integrations.vllm.device_staging import DeviceStaging
 from lmcache.integrations.vllm.lookup_rpc import LookupServer, socket_name
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
@@ -67,6 +68,13 @@ class WorkerSide:
         self._layers_waited: set[int] = set()
         self._finisher: StoreFinisher | None = None  # async stores: publishes them off this thread
         self._stores_copied = None  # GPU, async stores: an event after the last step's store copies
+        # Async stores, per request: stores begun and not yet finished, requests
+        # that had stores, and finished requests whose stores are still running.
+        # vLLM keeps a finished request's blocks until get_finished names it.
+        self._store_lock = threading.Lock()
+        self._stores_in_flight: dict[str, int] = {}
+        self._reqs_with_stores: set[str] = set()
+        self._finished_storing: set[str] = set()
         self._closed = False
         if config.fault_load_rate > 0:
             from lmcache.faults import LoadFaultInjector
@@ -76,7 +84,8 @@ class WorkerSide:
         # closing at exit still publishes begun stores and writes queued chunks to disk.
         atexit.register(_close_at_exit, weakref.ref(self))
         self.stats = {"load_requests": 0, "loaded_tokens": 0, "load_failed_tokens": 0, "store_requests": 0,
-                      "stored_tokens": 0, "layerwise_steps": 0, "layer_waits": 0}
+                      "stored_tokens": 0, "layerwise_steps": 0, "layer_waits": 0,
+                      "blocks_released_after_stores": 0}  # requests reported in get_finished
 
     def register_kv_caches(self, kv_caches: dict) -> None:
         names = compat.ordered_layer_names(kv_caches)
@@ -88,11 +97,9 @@ class WorkerSide:
         if not on_gpu or _core.device_backend() == "cuda":
             # The native copy engine, or on a GPU lmcache's CUDA kernels.
             self._block_size = self.engine.register_kv_caches(layers, layout).block_size
-            mode = self.engine.config.layerwise_load
-            self._layerwise = mode == "on" or (mode == "auto" and on_gpu)
-            mode = self.engine.config.async_store
-            if mode == "on" or (mode == "auto" and on_gpu):
-                self._finisher = StoreFinisher(self._count_stored)
+            self._layerwise = modes.layerwise_loads(self.engine.config, on_gpu)
+            if modes.async_stores(self.engine.config, on_gpu):
+                self._finisher = StoreFinisher(self._store_done)
             if on_gpu:
                 import torch
 
@@ -134,7 +141,6 @@ class WorkerSide:
     # event just before layer i's attention, so loading layer i+1 overlaps
     # computing layer i; on the CPU the copy happens in that call.
     def start_load_kv(self, meta: LMCacheConnectorMetadata) -> None:
-        self._wait_for_store_copies()
         self._finish_loads()  # a step that ended without wait_for_save (should not happen)
         stream = None
         if self._load_stream is not None and any(w.load_until > 0 for w in meta.requests):
@@ -207,7 +213,10 @@ class WorkerSide:
         # Promised but not found (evicted or corrupt since the lookup): known now, reported now.
         self._not_loaded(work, load.tokens, work.load_until)
         if load.tokens <= work.load_from:  # nothing to move: vLLM already has the rest
-            load.finish()
+            try:
+                load.finish()
+            except Exception as e:  # only releases references here; nothing was promised from it
+                logger.warning("lmcache load for %s failed to finish: %s", work.req_id, e)
             return
         self._loads.append(_Loading(work, load))
 
@@ -222,23 +231,26 @@ class WorkerSide:
                 loading.failed = True
 
     def _finish_loads(self) -> None:
-        """Ends the step's loads and releases what they held. Every layer must
-        have arrived before its attention ran; a load that failed part way, or
-        a layer vLLM never waited for, is reported so vLLM recomputes it."""
-        all_waited = not self._layerwise or len(self._layers_waited) == len(self._layers)
-        if self._loads and not all_waited:
-            logger.warning("lmcache: vLLM waited for %d of %d layers; this step's loads are recomputed",
-                           len(self._layers_waited), len(self._layers))
+        """Ends the step's loads and releases what they held. A load that
+        failed part way is reported so vLLM recomputes it. Layer-wise: vLLM
+        calls wait_for_layer_load before every attention it runs, so a layer
+        not waited for did not run this step, and its copy is finished here;
+        a step with loads and no wait at all means this vLLM does not call
+        it, so those loads are recomputed and later steps load whole."""
+        no_waits = self._layerwise and bool(self._loads) and not self._layers_waited
+        if no_waits:
+            logger.warning("lmcache: vLLM ran a step without wait_for_layer_load; loading whole steps from now on")
+            self._layerwise = False
         for loading in self._loads:
             work, load = loading.work, loading.load
             try:
                 if not loading.failed:
-                    load.load_layers(len(self._layers))  # a no-op unless layers were skipped
+                    load.load_layers(len(self._layers))  # layers not waited for (CPU), if any
                 load.finish()
             except Exception as e:
                 logger.warning("lmcache load for %s failed: %s", work.req_id, e)
                 loading.failed = True
-            if loading.failed or not all_waited:
+            if loading.failed or no_waits:
                 self._not_loaded(work, work.load_from, min(load.tokens, work.load_until))
             else:
                 self._count_loaded(work, load.tokens)
@@ -275,10 +287,12 @@ class WorkerSide:
     # After the forward pass. Synchronous mode stores here. Asynchronous mode
     # (async_store) only begins each store here: on a GPU its copy is enqueued
     # on the store stream, which waits on an event of the compute stream, and
-    # a finisher thread publishes the chunks once the copy is done. The next
-    # step's start_load_kv waits for that copy before the next forward pass is
-    # enqueued, because the blocks of a request that just finished may be
-    # handed to another request and overwritten then.
+    # a finisher thread publishes the chunks once the copy is done; neither
+    # the compute stream nor this thread waits for it. The blocks being read
+    # stay the request's: vLLM frees a finished request's blocks only once
+    # get_finished reports its stores done (the scheduler side asked vLLM to
+    # wait, see request_finished), and a preempted request's blocks, freed at
+    # once, are fenced in handle_preemptions before the next forward pass.
     def wait_for_save(self, meta: LMCacheConnectorMetadata) -> None:
         self._finish_loads()  # the forward pass is enqueued: every layer it needed was waited for
         stream = None
@@ -292,6 +306,9 @@ class WorkerSide:
             if work.store_until <= 0:
                 continue
             self.stats["store_requests"] += 1
+            if self._finisher is not None:
+                with self._store_lock:
+                    self._reqs_with_stores.add(work.req_id)  # as the scheduler side does, whatever happens next
             slots = None if self._staging is not None else self._slots(work.block_ids, work.store_until)
             ids = self._ids(work.token_ids[: work.store_until])
             try:
@@ -303,6 +320,8 @@ class WorkerSide:
                     else:
                         store = self.engine.begin_store(work.token_ids[: work.store_until], slot_mapping=slots,
                                                         stream=stream)
+                    with self._store_lock:
+                        self._stores_in_flight[work.req_id] = self._stores_in_flight.get(work.req_id, 0) + 1
                     self._finisher.submit(work.req_id, store)
                     begun = True
                 elif ids is not None:
@@ -318,10 +337,34 @@ class WorkerSide:
             self._stores_copied = torch.cuda.Event()
             self._stores_copied.record(self._store_stream)
 
-    def _wait_for_store_copies(self) -> None:
-        """Before the next forward pass: the blocks being stored were read."""
-        if self._stores_copied is not None:
-            self._stores_copied.synchronize()
+    def _store_done(self, req_id: str, tokens: int) -> None:
+        """The finisher thread: one begun store of req_id is published (or failed)."""
+        with self._store_lock:
+            left = self._stores_in_flight.get(req_id, 1) - 1
+            if left > 0:
+                self._stores_in_flight[req_id] = left
+            else:
+                self._stores_in_flight.pop(req_id, None)
+            self.stats["stored_tokens"] += tokens
+
+    def get_finished(self, finished_req_ids: set[str]) -> set[str] | None:
+        """Finished requests whose stores are all done: vLLM may free their blocks."""
+        if self._finisher is None:
+            return None
+        with self._store_lock:
+            for req_id in finished_req_ids:
+                if req_id in self._reqs_with_stores:
+                    self._reqs_with_stores.discard(req_id)
+                    self._finished_storing.add(req_id)
+            done = {r for r in self._finished_storing if r not in self._stores_in_flight}
+            self._finished_storing -= done
+        self.stats["blocks_released_after_stores"] += len(done)
+        return done or None
+
+    def handle_preemptions(self, meta: LMCacheConnectorMetadata) -> None:
+        """Before the forward pass that may reuse a preempted request's blocks."""
+        if self._stores_copied is not None and meta.preempted_req_ids:
+            self._stores_copied.synchronize()  # rare: the store copies of the last step are done
             self._stores_copied = None
 
     def _count_stored(self, tokens: int) -> None:
@@ -342,6 +385,8 @@ class WorkerSide:
         self.flush_stores()  # stats count what the steps so far stored
         s = dict(self.engine.stats())
         s.update({"connector_" + k: v for k, v in self.stats.items()})
+        with self._store_lock:  # requests whose blocks vLLM holds for lmcache's stores
+            s["connector_requests_holding_blocks"] = len(self._reqs_with_stores) + len(self._finished_storing)
         return s
 
     def close(self) -> None:
