@@ -69,6 +69,7 @@ class Config:
         choices=("auto", "on", "off"))
     fault_load_rate: float = _field(0.0, "Testing: share of loads made to fail (chunk corrupted or dropped).", minimum=0.0)
     fault_seed: int = _field(0, "Testing: seed of the fault injector.")
+    fault_load_max: int = _field(0, "Testing: faults injected at most (0: no limit).", minimum=0)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

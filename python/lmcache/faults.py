@@ -12,9 +12,10 @@ from lmcache.engine import CacheEngine
 
 
 class LoadFaultInjector:
-    def __init__(self, engine: CacheEngine, rate: float, seed: int) -> None:
+    def __init__(self, engine: CacheEngine, rate: float, seed: int, max_faults: int = 0) -> None:
         self._engine = engine
         self._rate = rate
+        self._max = max_faults
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.injected = 0
@@ -23,6 +24,8 @@ class LoadFaultInjector:
         """With probability `rate`, damages the last cached chunk of `token_ids`:
         corrupts its payload (caught by the checksum) or drops it (gone since lookup)."""
         with self._lock:
+            if self._max and self.injected >= self._max:
+                return
             if self._rng.random() >= self._rate:
                 return
             corrupt = self._rng.random() < 0.5

@@ -12,7 +12,7 @@ from lmcache import _core
 pytest.importorskip("vllm", reason="vLLM is installed by scripts/setup.sh")
 
 from lmcache.integrations.vllm import modes  # noqa: E402  (imports vLLM)
-from lmcache.integrations.vllm.store_finisher import StoreFinisher  # noqa: E402
+from lmcache.integrations.vllm.async_stores import AsyncStores  # noqa: E402
 
 
 @pytest.mark.parametrize("mode,on_gpu", [("auto", False), ("on", False), ("off", False), ("auto", True),
@@ -27,32 +27,50 @@ def test_modes_agree_with_the_build(mode, on_gpu):
     assert modes.async_stores(config, on_gpu) is expected
 
 
-def test_finisher_publishes_in_order_and_reports_failures(make_engine):
+def test_async_stores_publish_in_order_and_release_requests_once(make_engine):
     engine = make_engine()
     engine.register_kv_caches(flash_attn_cache())
-    done = []
-    lock = threading.Lock()
-
-    def on_done(req_id, tokens):
-        with lock:
-            done.append((req_id, tokens))
-
-    finisher = StoreFinisher(on_done)
+    stored = []
+    stores = AsyncStores(stored.append)
     toks = [[s * 1000 + i for i in range(32)] for s in range(5)]
     for s, t in enumerate(toks):
-        finisher.submit(f"req-{s}", engine.begin_store(t, block_ids=[0, 1, 2, 3]))
+        stores.expect(f"req-{s}")
+        stores.submit(f"req-{s}", engine.begin_store(t, block_ids=[0, 1, 2, 3]))
 
-    class Broken:
+    class FailingStore:  # a store whose copy failed: still counted out, or its blocks stay held
         def finish(self):
             raise RuntimeError("copy failed")
 
-    finisher.submit("req-broken", Broken())
-    finisher.drain()
-    assert done == [(f"req-{s}", 32) for s in range(5)] + [("req-broken", 0)]
+    stores.expect("req-broken")
+    stores.submit("req-broken", FailingStore())
+    stores.expect("req-never-begun")  # begin_store raised: nothing submitted
+    stores.drain()
+    assert stored == [32] * 5 + [0]
     assert all(engine.lookup(t) == 32 for t in toks)
+    assert stores.holding() == 7
+    assert stores.finished({"req-0", "req-broken", "req-never-begun", "unrelated"}) == {
+        "req-0", "req-broken", "req-never-begun"}
+    assert stores.finished({"req-0"}) is None  # each request is released once
+    assert stores.holding() == 4
+
+    # A finished request with a store still queued is released only after it.
+    gate = threading.Event()
+
+    class SlowStore:
+        def finish(self):
+            gate.wait(10)
+            return 32
+
+    stores.expect("req-slow")
+    stores.submit("req-slow", SlowStore())
+    assert stores.finished({"req-slow"}) is None
+    gate.set()
+    stores.drain()
+    assert stores.finished(set()) == {"req-slow"}
+
     # A store still open when the engine closes is given back: 0 tokens, no crash.
     late = engine.begin_store([7] * 32, block_ids=[0, 1, 2, 3])
     engine.close()
-    finisher.submit("req-late", late)
-    finisher.close()
-    assert done[-1] == ("req-late", 0)
+    stores.close()
+    stores.submit("req-late", late)  # after close: finished on the caller's thread
+    assert stored[-1] == 0

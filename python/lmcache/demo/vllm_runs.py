@@ -26,7 +26,7 @@ class Timed:
 
 
 def make_llm(model: str, *, lmcache: Optional[dict], prefix_caching: bool = False, dtype: str = "auto",
-             max_model_len: int = 16384, engine_id: Optional[str] = None):
+             max_model_len: int = 16384, engine_id: Optional[str] = None, tensor_parallel_size: int = 1):
     from vllm import LLM
     from vllm.config import KVTransferConfig
 
@@ -41,7 +41,7 @@ def make_llm(model: str, *, lmcache: Optional[dict], prefix_caching: bool = Fals
         )
     return LLM(model=model, skip_tokenizer_init=True, enforce_eager=True, gpu_memory_utilization=0.2,
                dtype=dtype, enable_prefix_caching=prefix_caching, max_model_len=max_model_len, seed=0,
-               max_num_batched_tokens=max_model_len, **kw)
+               max_num_batched_tokens=max_model_len, tensor_parallel_size=tensor_parallel_size, **kw)
 
 
 def time_first_token(llm, prompt: list[int]) -> Timed:

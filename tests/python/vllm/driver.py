@@ -25,10 +25,11 @@ def prompt(seed: int, n: int, vocab: int = 512) -> list[int]:
     return [rng.randrange(1, vocab) for _ in range(n)]
 
 
-def make_llm(model: str, lmcache_extra: dict | None, engine_id: str | None = None):
+def make_llm(model: str, lmcache_extra: dict | None, engine_id: str | None = None, tp: int = 1):
     from lmcache.demo.vllm_runs import make_llm as make
 
-    return make(model, lmcache=lmcache_extra, dtype="float32", max_model_len=4096, engine_id=engine_id)
+    return make(model, lmcache=lmcache_extra, dtype="float32", max_model_len=4096, engine_id=engine_id,
+                tensor_parallel_size=tp)
 
 
 def generate(llm, prompts: list[list[int]]) -> list[dict]:
@@ -38,6 +39,21 @@ def generate(llm, prompts: list[list[int]]) -> list[dict]:
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
                         SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True), use_tqdm=False)
     return [{"ids": list(o.outputs[0].token_ids), "cached": o.num_cached_tokens or 0} for o in outs]
+
+
+def settled_stats(engine_id: str, rank: int = 0) -> dict:
+    """Worker stats once vLLM has released every request held for lmcache's
+    stores (its engine loop keeps stepping until the workers report them)."""
+    import time
+
+    from lmcache.integrations.vllm import query_worker_stats
+
+    deadline = time.monotonic() + 60
+    stats = query_worker_stats(engine_id, rank)
+    while stats.get("connector_requests_holding_blocks", 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stats = query_worker_stats(engine_id, rank)
+    return stats
 
 
 def main() -> None:
@@ -103,10 +119,7 @@ def main() -> None:
     res["lw_second"] = generate(llm, [A])[0]
     res["lw_partial"] = [generate(llm, [B1])[0], generate(llm, [B2])[0]]
     res["lw_batch"] = dict(zip(["A", "C", "B2", "D"], generate(llm, [A, C, B2, D])))
-    # A short request (no store of its own): its steps tell the worker which
-    # requests finished, and the worker releases their blocks.
-    res["lw_flush"] = generate(llm, [prompt(99, 100)])[0]
-    res["stats_lw"] = query_worker_stats(eid)
+    res["stats_lw"] = settled_stats(eid)
     shutdown(llm)
     # Seed 9: the second round's load meets a corrupted chunk, the third's a dropped one.
     eid = f"layerwise-fault-{uuid.uuid4()}"
@@ -114,6 +127,27 @@ def main() -> None:
                            "verify_l1_checksums": True, "fault_load_rate": 1.0, "fault_seed": 9}, eid)
     res["lw_fault_rounds"] = [generate(llm, [A])[0] for _ in range(3)]
     res["stats_lw_fault"] = query_worker_stats(eid)
+    shutdown(llm)
+
+    # Tensor parallel 2: each rank stores and loads its own heads under its
+    # own keys; the scheduler takes the smaller hit of the two ranks. vLLM's
+    # CPU backend binds one core per rank here (it cannot pick on one NUMA node).
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "0|1"
+    eid = f"tp2-{uuid.uuid4()}"
+    llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 0.25, "layerwise_load": "on",
+                           "async_store": "on"}, eid, tp=2)
+    res["tp2"] = [generate(llm, [A])[0] for _ in range(2)] + [generate(llm, [B1])[0], generate(llm, [B2])[0]]
+    res["stats_tp2"] = [settled_stats(eid, rank) for rank in (0, 1)]
+    shutdown(llm)
+    del os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+
+    # One failed load (a corrupted chunk), then none: the step that found it
+    # must not store the blocks it could not fill, or later rounds would load them.
+    eid = f"fault-once-{uuid.uuid4()}"
+    llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "verify_l1_checksums": True,
+                           "fault_load_rate": 1.0, "fault_seed": 7, "fault_load_max": 1}, eid)
+    res["fault_once_rounds"] = [generate(llm, [A])[0] for _ in range(4)]
+    res["stats_fault_once"] = query_worker_stats(eid)
     shutdown(llm)
 
     # SGLang's key scheme (what a vLLM engine uses to share chunks with SGLang).

@@ -79,6 +79,29 @@ def test_failed_loads_are_recomputed(results):
     assert s["load_errors"] > 0  # at least one corruption caught by the checksum
 
 
+def test_tensor_parallel_two_ranks(results):
+    first, second, b1, b2 = results["tp2"]
+    # TP=2 sums partial results in another order than TP=1: compare with its own uncached run.
+    assert first["cached"] == 0 and second["cached"] == 2303 and second["ids"] == first["ids"]
+    assert b2["cached"] == 1024
+    for rank, s in enumerate(results["stats_tp2"]):
+        # Each rank holds its half of the heads under keys of its own.
+        assert s["stored_chunks"] == 9 + 6 + 3, rank  # A, B1 (6 whole chunks), B2 past the shared 4
+        assert s["connector_loaded_tokens"] == 2303 + 1024, rank
+        assert s["connector_requests_holding_blocks"] == 0 and s["connector_layer_waits"] > 0, rank
+
+
+def test_blocks_that_failed_to_load_are_not_stored(results):
+    base = results["baseline"]["A"]["ids"]
+    rounds = results["fault_once_rounds"]
+    assert [r["ids"] for r in rounds] == [base] * 4  # the poisoned blocks never came back
+    # The fault hit chunk 7, the last whole chunk of the 2303 tokens loaded;
+    # round 2 recomputed and stored it again, round 3 loads everything.
+    assert rounds[2]["cached"] == 7 * 256 and rounds[3]["cached"] == 2303
+    s = results["stats_fault_once"]
+    assert s["load_errors"] == 1 and s["connector_load_failed_tokens"] == 2303 - 7 * 256
+
+
 def test_layer_by_layer_loads_and_async_stores(results):
     base = results["baseline"]
     assert results["lw_first"]["ids"] == base["A"]["ids"]

@@ -37,6 +37,7 @@ class SchedulerSide:
         # blocks until the workers report its stores done (get_finished).
         self._async_stores = modes.async_stores(config, vllm_config.device_config.device_type == "cuda")
         self._stored_reqs: set[str] = set()
+        self._held_for_stores: set[str] = set()  # finished, blocks held until the workers report
         self.stats = {"lookups": 0, "lookup_tokens": 0, "hit_tokens": 0, "promised_tokens": 0}
 
     # ---------------------------------------------------------------- vLLM hooks
@@ -91,8 +92,10 @@ class SchedulerSide:
                 ids = compat.first_group_block_ids(new_blocks)
                 tracked.block_ids = ids if req_id in resumed else tracked.block_ids + ids
             self._add_work(meta, req_id, tracked, cached.num_computed_tokens[i] + scheduled.get(req_id, 0))
-        preempted = getattr(scheduler_output, "preempted_req_ids", None) or ()
-        meta.preempted_req_ids = [r for r in preempted if r in self._stored_reqs]
+        if self._async_stores:
+            # Every preempted request, not only those with stores: one may have
+            # been aborted since, and its freed blocks are just as reusable.
+            meta.preempted_req_ids = sorted(getattr(scheduler_output, "preempted_req_ids", None) or ())
         return meta
 
     def request_finished(self, request: Any, block_ids: list[int]) -> tuple[bool, Optional[dict]]:
@@ -102,8 +105,18 @@ class SchedulerSide:
             self._stored_reqs.discard(request.request_id)
             # The workers saw the same stores and report this request in
             # get_finished once they are done; vLLM frees the blocks then.
+            self._held_for_stores.add(request.request_id)
             return True, None
         return False, None  # synchronous stores (or none): vLLM may free the blocks now
+
+    def update_connector_output(self, connector_output: Any) -> None:
+        for req_id in getattr(connector_output, "finished_sending", None) or ():
+            self._held_for_stores.discard(req_id)
+
+    def has_pending_block_frees(self) -> bool:
+        # Blocks held for stores come back within a step or two: vLLM may wait
+        # for them instead of preempting a running request.
+        return bool(self._held_for_stores)
 
     def close(self) -> None:
         self._client.close()

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import atexit
 import logging
-import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from lmcache.integrations.vllm import compat, modes
 from lmcache.integrations.vllm.device_staging import DeviceStaging
 from lmcache.integrations.vllm.lookup_rpc import LookupServer, socket_name
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
-from lmcache.integrations.vllm.store_finisher import StoreFinisher
+from lmcache.integrations.vllm.async_stores import AsyncStores
 from lmcache.keys import sglang_page_hashes
 
 logger = logging.getLogger(__name__)
@@ -57,6 +56,7 @@ class WorkerSide:
         self._block_size = vllm_config.cache_config.block_size
         self._server: LookupServer | None = None
         self._load_error_blocks: set[int] = set()
+        self._bad_kv_from: dict[str, int] = {}  # this step: first token whose KV did not arrive, per request
         self._faults = None
         self._staging: DeviceStaging | None = None
         self._store_stream = None  # GPU caches: the side stream stores copy on
@@ -66,20 +66,14 @@ class WorkerSide:
         self._loads: list[_Loading] = []  # this step's loads, until the end of the forward pass
         self._layer_events: list = []  # GPU, layer-wise: an event per layer on the load stream
         self._layers_waited: set[int] = set()
-        self._finisher: StoreFinisher | None = None  # async stores: publishes them off this thread
+        self._async: AsyncStores | None = None  # async stores: published off this thread
         self._stores_copied = None  # GPU, async stores: an event after the last step's store copies
-        # Async stores, per request: stores begun and not yet finished, requests
-        # that had stores, and finished requests whose stores are still running.
-        # vLLM keeps a finished request's blocks until get_finished names it.
-        self._store_lock = threading.Lock()
-        self._stores_in_flight: dict[str, int] = {}
-        self._reqs_with_stores: set[str] = set()
-        self._finished_storing: set[str] = set()
         self._closed = False
         if config.fault_load_rate > 0:
             from lmcache.faults import LoadFaultInjector
 
-            self._faults = LoadFaultInjector(self.engine, config.fault_load_rate, config.fault_seed)
+            self._faults = LoadFaultInjector(self.engine, config.fault_load_rate, config.fault_seed,
+                                            config.fault_load_max)
         # vLLM does not always shut connectors down when its worker exits;
         # closing at exit still publishes begun stores and writes queued chunks to disk.
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -99,7 +93,7 @@ class WorkerSide:
             self._block_size = self.engine.register_kv_caches(layers, layout).block_size
             self._layerwise = modes.layerwise_loads(self.engine.config, on_gpu)
             if modes.async_stores(self.engine.config, on_gpu):
-                self._finisher = StoreFinisher(self._store_done)
+                self._async = AsyncStores(self._count_stored)
             if on_gpu:
                 import torch
 
@@ -117,7 +111,7 @@ class WorkerSide:
         logger.info("lmcache: registered %d layers as %s; lookups served for rank %d; disk tier: %s; "
                     "layer-wise loads: %s; async stores: %s", len(layers), layout, self.rank,
                     self.engine.disk_backend or "off", "on" if self._layerwise else "off",
-                    "on" if self._finisher else "off")
+                    "on" if self._async else "off")
 
     # ---------------------------------------------------------------- key scheme
     def _ids(self, token_ids) -> list[str] | None:
@@ -267,6 +261,8 @@ class WorkerSide:
             return
         bad_blocks = work.block_ids[start // self._block_size : (end - 1) // self._block_size + 1]
         self._load_error_blocks.update(bad_blocks)
+        # This step's store must not save these blocks, nor what was computed on top of them.
+        self._bad_kv_from[work.req_id] = min(start, self._bad_kv_from.get(work.req_id, start))
         if self._faults is not None:
             self._poison(bad_blocks)
         self.stats["load_failed_tokens"] += end - start
@@ -302,27 +298,30 @@ class WorkerSide:
             self._store_stream.wait_stream(torch.cuda.current_stream(self._store_stream.device))
             stream = self._store_stream.cuda_stream
         begun = False
+        bad_kv_from, self._bad_kv_from = self._bad_kv_from, {}
         for work in meta.requests:
             if work.store_until <= 0:
                 continue
             self.stats["store_requests"] += 1
-            if self._finisher is not None:
-                with self._store_lock:
-                    self._reqs_with_stores.add(work.req_id)  # as the scheduler side does, whatever happens next
+            if self._async is not None:
+                self._async.expect(work.req_id)  # as the scheduler side does, whatever happens next
+            if work.req_id in bad_kv_from:  # vLLM recomputes from there; store only what is sound
+                cs = self.engine.chunk_size
+                work = replace(work, store_until=min(work.store_until, bad_kv_from[work.req_id] // cs * cs))
+                if work.store_until <= 0:
+                    continue
             slots = None if self._staging is not None else self._slots(work.block_ids, work.store_until)
             ids = self._ids(work.token_ids[: work.store_until])
             try:
                 if self._staging is not None:
                     self._count_stored(self._staging.store(work.token_ids, work.block_ids, work.store_until, ids))
-                elif self._finisher is not None:
+                elif self._async is not None:
                     if ids is not None:
                         store = self.engine.begin_store_ids(ids, slot_mapping=slots, stream=stream)
                     else:
                         store = self.engine.begin_store(work.token_ids[: work.store_until], slot_mapping=slots,
                                                         stream=stream)
-                    with self._store_lock:
-                        self._stores_in_flight[work.req_id] = self._stores_in_flight.get(work.req_id, 0) + 1
-                    self._finisher.submit(work.req_id, store)
+                    self._async.submit(work.req_id, store)
                     begun = True
                 elif ids is not None:
                     self._count_stored(self.engine.store_ids(ids, slot_mapping=slots, stream=stream))
@@ -337,29 +336,13 @@ class WorkerSide:
             self._stores_copied = torch.cuda.Event()
             self._stores_copied.record(self._store_stream)
 
-    def _store_done(self, req_id: str, tokens: int) -> None:
-        """The finisher thread: one begun store of req_id is published (or failed)."""
-        with self._store_lock:
-            left = self._stores_in_flight.get(req_id, 1) - 1
-            if left > 0:
-                self._stores_in_flight[req_id] = left
-            else:
-                self._stores_in_flight.pop(req_id, None)
-            self.stats["stored_tokens"] += tokens
-
     def get_finished(self, finished_req_ids: set[str]) -> set[str] | None:
         """Finished requests whose stores are all done: vLLM may free their blocks."""
-        if self._finisher is None:
+        if self._async is None:
             return None
-        with self._store_lock:
-            for req_id in finished_req_ids:
-                if req_id in self._reqs_with_stores:
-                    self._reqs_with_stores.discard(req_id)
-                    self._finished_storing.add(req_id)
-            done = {r for r in self._finished_storing if r not in self._stores_in_flight}
-            self._finished_storing -= done
-        self.stats["blocks_released_after_stores"] += len(done)
-        return done or None
+        done = self._async.finished(finished_req_ids)
+        self.stats["blocks_released_after_stores"] += len(done or ())
+        return done
 
     def handle_preemptions(self, meta: LMCacheConnectorMetadata) -> None:
         """Before the forward pass that may reuse a preempted request's blocks."""
@@ -368,12 +351,12 @@ class WorkerSide:
             self._stores_copied = None
 
     def _count_stored(self, tokens: int) -> None:
-        self.stats["stored_tokens"] += tokens
+        self.stats["stored_tokens"] += tokens  # also from the finisher thread: one writer per mode
 
     def flush_stores(self) -> None:
         """Blocks until every begun store is published (tests, shutdown)."""
-        if self._finisher is not None:
-            self._finisher.drain()
+        if self._async is not None:
+            self._async.drain()
 
     # ---------------------------------------------------------------- helpers
     def _slots(self, block_ids: list[int], num_tokens: int) -> np.ndarray:
@@ -385,8 +368,7 @@ class WorkerSide:
         self.flush_stores()  # stats count what the steps so far stored
         s = dict(self.engine.stats())
         s.update({"connector_" + k: v for k, v in self.stats.items()})
-        with self._store_lock:  # requests whose blocks vLLM holds for lmcache's stores
-            s["connector_requests_holding_blocks"] = len(self._reqs_with_stores) + len(self._finished_storing)
+        s["connector_requests_holding_blocks"] = self._async.holding() if self._async is not None else 0
         return s
 
     def close(self) -> None:
@@ -394,8 +376,8 @@ class WorkerSide:
             return
         self._closed = True
         self._finish_loads()
-        if self._finisher is not None:
-            self._finisher.close()  # publishes what is queued first
+        if self._async is not None:
+            self._async.close()  # publishes what is queued first
         if self._server is not None:
             self._server.close()
         self.engine.close()
