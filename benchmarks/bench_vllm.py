@@ -28,6 +28,11 @@ from report import report  # noqa: E402  (benchmarks/report.py)
 # lmcache runs twice: with vLLM's prefix cache off (what lmcache alone does)
 # and on (how one deploys it: vLLM's cache first, lmcache for the rest).
 CONFIGS = ("recompute", "vllm_prefix", "lmcache", "lmcache_with_prefix")
+# --step-modes: lmcache as above against lmcache with layer-wise loads and
+# asynchronous stores forced on (they are on by default only on GPUs).
+STEP_MODE_CONFIGS = ("lmcache", "lmcache_steps")
+LMCACHE_CONFIG = {"l1_capacity_gb": 4}
+STEP_MODES = {"layerwise_load": "on", "async_store": "on"}
 
 
 def tokens(seed: int, n: int, vocab: int = 2048) -> list[int]:
@@ -39,8 +44,10 @@ def run_config(config: str, model: str, repeats: int) -> dict:
     """Runs every workload on one engine configuration (in this process)."""
     from lmcache.demo.vllm_runs import make_llm, shutdown, time_first_token
 
-    llm = make_llm(model, lmcache={"l1_capacity_gb": 4} if config.startswith("lmcache") else None,
-                   prefix_caching=config in ("vllm_prefix", "lmcache_with_prefix"))
+    extra = None
+    if config.startswith("lmcache"):
+        extra = {**LMCACHE_CONFIG, **(STEP_MODES if config == "lmcache_steps" else {})}
+    llm = make_llm(model, lmcache=extra, prefix_caching=config in ("vllm_prefix", "lmcache_with_prefix"))
     time_first_token(llm, tokens(999, 300))  # warm-up
     out: dict = {}
 
@@ -61,7 +68,7 @@ def run_config(config: str, model: str, repeats: int) -> dict:
     out["multi_first_round_ms"] = statistics.mean(rounds[0]) * 1e3
 
     # No reuse at all: fresh 2K-token prompts, 16 output tokens, batches of 4.
-    if config in ("recompute", "lmcache"):
+    if config in ("recompute", "lmcache", "lmcache_steps"):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -82,7 +89,9 @@ def main() -> None:
     ap.add_argument("--json", help="write the results to this file")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "lmcache-bench-llama"))
-    ap.add_argument("--config", choices=CONFIGS, help=argparse.SUPPRESS)  # child mode
+    ap.add_argument("--step-modes", action="store_true",
+                    help="compare lmcache with layer-wise loads and async stores on against the defaults (CPU: off)")
+    ap.add_argument("--config", choices=CONFIGS + STEP_MODE_CONFIGS[1:], help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -95,13 +104,27 @@ def main() -> None:
         return
 
     per = {}
-    for config in CONFIGS:
+    for config in STEP_MODE_CONFIGS if args.step_modes else CONFIGS:
         with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
             print(f"running {config} ...", flush=True)
             subprocess.run([sys.executable, __file__, "--config", config, "--child-out", tmp.name,
                             "--repeats", str(args.repeats), "--model-dir", args.model_dir],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             per[config] = json.load(open(tmp.name))
+
+    if args.step_modes:
+        base, steps = per["lmcache"], per["lmcache_steps"]
+        r = {
+            "ttft_lmcache_l1_ms": base["ttft_8k_repeat_ms"],
+            "ttft_lmcache_steps_ms": steps["ttft_8k_repeat_ms"],
+            "ttft_steps_ratio": steps["ttft_8k_repeat_ms"] / base["ttft_8k_repeat_ms"],
+            "multi_later_lmcache_ms": base["multi_later_ms"],
+            "multi_later_steps_ms": steps["multi_later_ms"],
+            "zero_reuse_steps_ratio": steps["zero_reuse_tokens_per_s"] / base["zero_reuse_tokens_per_s"],
+            "per_config": per,
+        }
+        report(r, [], args.json)
+        return
 
     r = {
         "ttft_recompute_ms": per["recompute"]["ttft_8k_repeat_ms"],
