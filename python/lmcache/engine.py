@@ -159,11 +159,8 @@ class CacheEngine:
         stream: Optional[int] = None,
     ) -> int:
         """Stores the whole chunks of `tokens` covered by the slot mapping; returns tokens newly stored."""
-        tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
-        stored = self._runtime.store(tok, kv, slots, stream=_stream(kv, stream))
-        if self._remote is not None and stored:
-            self._remote.enqueue(self._runtime.hash_tokens(tok[: len(slots)]))
-        return stored
+        return self.begin_store(tokens, kv_caches, slot_mapping=slot_mapping, block_ids=block_ids, layout=layout,
+                                block_size=block_size, stream=stream).finish()
 
     def begin_store(
         self,
@@ -250,13 +247,8 @@ class CacheEngine:
                   layout: Optional[str] = None, block_size: Optional[int] = None,
                   stream: Optional[int] = None) -> int:
         """Stores one chunk per id from slot_mapping (len(ids) * chunk_size slots); returns tokens newly stored."""
-        keys = self._runtime.keys_from_ids(list(ids))
-        kv = self._resolve_layout(kv_caches, layout, block_size)
-        stored = self._runtime.store_keys(keys, kv, _int_array(slot_mapping, np.int64, "slot_mapping"),
-                                          stream=_stream(kv, stream))
-        if self._remote is not None and stored:
-            self._remote.enqueue(keys)
-        return stored
+        return self.begin_store_ids(ids, kv_caches, slot_mapping=slot_mapping, layout=layout, block_size=block_size,
+                                    stream=stream).finish()
 
     def begin_store_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
                         layout: Optional[str] = None, block_size: Optional[int] = None,
