@@ -2,14 +2,12 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
-#include <thread>
+#include <cstring>
 #include <utility>
 
 namespace lmcache {
@@ -19,8 +17,10 @@ constexpr const char* kRecordSuffix = ".lmc";
 constexpr const char* kTempSuffix = ".tmp";
 constexpr size_t kAlign = 4096;
 
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+// A name the tier writes: 32 hex digits of a key, then `suffix`.
+bool IsOurName(const std::string& name, const char* suffix, ChunkKey* key) {
+  const size_t n = std::strlen(suffix);
+  return name.size() == 32 + n && name.compare(32, n, suffix) == 0 && ParseKeyHex(name.substr(0, 32), key);
 }
 }  // namespace
 
@@ -33,18 +33,15 @@ bool ParseKeyHex(const std::string& hex, ChunkKey* key) {
 
 DiskTier::DiskTier(const DiskOptions& options) : opts_(options), lru_(MakeEvictionPolicy("lru")) {}
 
-DiskTier::~DiskTier() {
-  if (lock_fd_ >= 0) close(lock_fd_);  // releases the flock
-}
+DiskTier::~DiskTier() = default;  // closing lock_fd_ releases the flock
 
 Status DiskTier::Open(const DiskOptions& options, std::unique_ptr<DiskTier>* out) {
   if (options.dir.empty()) return Status::InvalidArgument("disk tier: no directory given");
   if (options.capacity_bytes < kAlign) return Status::InvalidArgument("disk tier: capacity too small");
-  if (mkdir(options.dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return Status::IoError("disk tier: cannot create directory " + options.dir, errno);
-  }
   std::unique_ptr<DiskTier> tier(new DiskTier(options));
-  LMC_RETURN_IF_ERROR(tier->LockDirectory());
+  LMC_RETURN_IF_ERROR(OpenRecordsDir(options.dir, &tier->dir_fd_, &tier->records_path_));
+  LMC_RETURN_IF_ERROR(
+      LockRecordsDir(tier->dir_fd_.get(), tier->records_path_, options.lock_timeout_s, &tier->lock_fd_));
   tier->io_ = MakeIoBackend(options.force_thread_pool, options.queue_depth, options.io_threads);
   tier->stats_.capacity_bytes = options.capacity_bytes;
   tier->Scan();
@@ -52,25 +49,14 @@ Status DiskTier::Open(const DiskOptions& options, std::unique_ptr<DiskTier>* out
   return Status::Ok();
 }
 
-Status DiskTier::LockDirectory() {
-  const std::string path = opts_.dir + "/.lock";
-  lock_fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd_ < 0) return Status::IoError("disk tier: cannot open lock file " + path, errno);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(opts_.lock_timeout_s);
-  while (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK && errno != EINTR) return Status::IoError("disk tier: flock on " + path, errno);
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return Status::InvalidState("disk tier: directory " + opts_.dir + " is in use by another lmcache process (lock " +
-                                  path + " is held); give each process its own local_disk_path");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return Status::Ok();
-}
-
+// Indexes the records found at start and removes torn writes. Only regular
+// files with the tier's own names are looked at; anything else (the marker,
+// the lock, files someone put there) is left alone.
 void DiskTier::Scan() {
-  DIR* d = opendir(opts_.dir.c_str());
+  // A dup for readdir; rewinddir because a dup shares the file position.
+  DIR* d = fdopendir(fcntl(dir_fd_.get(), F_DUPFD_CLOEXEC, 0));
   if (d == nullptr) return;
+  rewinddir(d);
   struct Found {
     ChunkKey key;
     uint64_t bytes;
@@ -79,18 +65,15 @@ void DiskTier::Scan() {
   std::vector<Found> found;
   while (dirent* e = readdir(d)) {
     const std::string name = e->d_name;
-    if (name == "." || name == ".." || name == ".lock") continue;
-    const std::string path = opts_.dir + "/" + name;
     ChunkKey key;
+    const bool temp = IsOurName(name, kTempSuffix, &key);
+    if (!temp && !IsOurName(name, kRecordSuffix, &key)) continue;
     struct stat st;
-    const bool record = EndsWith(name, kRecordSuffix) &&
-                        ParseKeyHex(name.substr(0, name.size() - 4), &key) && stat(path.c_str(), &st) == 0;
-    if (!record || st.st_size < off_t(kAlign) || st.st_size % kAlign != 0) {
-      // A write that never finished (.tmp), or a file that is not a whole record.
-      if (EndsWith(name, kTempSuffix) || EndsWith(name, kRecordSuffix)) {
-        unlink(path.c_str());
-        stats_.discarded_at_start++;
-      }
+    if (fstatat(dir_fd_.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (temp || st.st_size < off_t(kAlign) || st.st_size % kAlign != 0) {
+      // A write that never finished, or a file that is not a whole record.
+      UnlinkFile(name);
+      stats_.discarded_at_start++;
       continue;
     }
     found.push_back({key, uint64_t(st.st_size), int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec});
@@ -109,7 +92,7 @@ void DiskTier::Scan() {
   while (used_bytes_ > opts_.capacity_bytes) {
     ChunkKey victim;
     if (!lru_->PickVictim([](const ChunkKey&) { return true; }, &victim)) break;
-    unlink(PathOf(victim, kRecordSuffix).c_str());
+    UnlinkFile(NameOf(victim, kRecordSuffix));
     used_bytes_ -= records_[victim];
     records_.erase(victim);
     lru_->OnErase(victim);
@@ -117,18 +100,26 @@ void DiskTier::Scan() {
   }
 }
 
-std::string DiskTier::PathOf(const ChunkKey& key, const char* suffix) const {
-  return opts_.dir + "/" + key.Hex() + suffix;
+std::string DiskTier::NameOf(const ChunkKey& key, const char* suffix) { return key.Hex() + suffix; }
+
+int DiskTier::OpenFile(const std::string& name, int flags) {
+  const int fd = openat(dir_fd_.get(), name.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+  // O_DIRECT is set after the open, not in it: an open that creates the file
+  // and then finds no O_DIRECT support would leave a file that O_EXCL then refuses.
+  if (fd >= 0 && direct_io_.load() && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_DIRECT) != 0) {
+    if (errno == EINVAL) {
+      direct_io_.store(false);  // this filesystem has no O_DIRECT: use the page cache
+    } else {
+      const int err = errno;
+      close(fd);
+      errno = err;
+      return -1;
+    }
+  }
+  return fd;
 }
 
-int DiskTier::OpenFile(const std::string& path, int flags) {
-  if (direct_io_.load()) {
-    const int fd = open(path.c_str(), flags | O_DIRECT | O_CLOEXEC, 0644);
-    if (fd >= 0 || errno != EINVAL) return fd;
-    direct_io_.store(false);  // this filesystem (tmpfs, ...) has no O_DIRECT: use the page cache
-  }
-  return open(path.c_str(), flags | O_CLOEXEC, 0644);
-}
+void DiskTier::UnlinkFile(const std::string& name) const { unlinkat(dir_fd_.get(), name.c_str(), 0); }
 
 bool DiskTier::Contains(const ChunkKey& key) const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -142,7 +133,7 @@ bool DiskTier::MakeRoom(uint64_t incoming, std::vector<std::string>* unlink_late
     ChunkKey victim;
     if (!lru_->PickVictim([](const ChunkKey&) { return true; }, &victim)) return false;
     // Unlinking while a reader has the file open is safe: the reader keeps its inode.
-    unlink_later->push_back(PathOf(victim, kRecordSuffix));
+    unlink_later->push_back(NameOf(victim, kRecordSuffix));
     used_bytes_ -= records_[victim];
     records_.erase(victim);
     lru_->OnErase(victim);
@@ -160,14 +151,16 @@ size_t DiskTier::WriteMany(const std::vector<DiskWrite>& writes) {
   std::vector<Pending> pending;
   std::vector<IoOp> ops;
   std::vector<size_t> op_owner;  // op -> pending record
-  uint64_t failed = 0, enospc = 0;
+  uint64_t failed = 0, enospc = 0, name_taken = 0;
   for (const DiskWrite& w : writes) {
     if (Contains(w.key)) continue;
-    const std::string tmp = PathOf(w.key, kTempSuffix);
-    const int fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC);
+    const std::string tmp = NameOf(w.key, kTempSuffix);
+    // O_EXCL: a name that already exists (planted, or a link) is never written through.
+    const int fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL);
     if (fd < 0) {
       ++failed;
       enospc += errno == ENOSPC;
+      name_taken += errno == EEXIST;
       continue;
     }
     pending.push_back({&w, fd, tmp});
@@ -214,8 +207,9 @@ size_t DiskTier::WriteMany(const std::vector<DiskWrite>& writes) {
         room = records_.count(p.w->key) == 0 && MakeRoom(p.w->bytes, &victims);
         if (room) used_bytes_ += p.w->bytes;
       }
-      for (const std::string& v : victims) unlink(v.c_str());
-      const bool renamed = room && rename(p.tmp.c_str(), PathOf(p.w->key, kRecordSuffix).c_str()) == 0;
+      for (const std::string& v : victims) UnlinkFile(v);
+      const bool renamed =
+          room && renameat(dir_fd_.get(), p.tmp.c_str(), dir_fd_.get(), NameOf(p.w->key, kRecordSuffix).c_str()) == 0;
       std::lock_guard<std::mutex> lock(mu_);
       if (renamed) {
         records_[p.w->key] = p.w->bytes;
@@ -230,13 +224,14 @@ size_t DiskTier::WriteMany(const std::vector<DiskWrite>& writes) {
       ++failed;
       enospc += err == ENOSPC;
     }
-    unlink(p.tmp.c_str());
+    UnlinkFile(p.tmp);  // the temp file this call created
   }
   std::lock_guard<std::mutex> lock(mu_);
   stats_.writes += written;
   stats_.write_bytes += bytes;
   stats_.write_errors += failed;
   stats_.write_enospc += enospc;
+  stats_.temp_name_taken += name_taken;
   return written;
 }
 
@@ -262,7 +257,7 @@ void DiskTier::ReadMany(std::vector<DiskRead>& reads) {
       r.status = Status::Corrupt("record larger than a chunk of this cache");
       continue;
     }
-    const int fd = OpenFile(PathOf(r.key, kRecordSuffix), O_RDONLY);
+    const int fd = OpenFile(NameOf(r.key, kRecordSuffix), O_RDONLY);
     if (fd < 0) {
       const int err = errno;
       if (err == ENOENT) {
@@ -318,21 +313,21 @@ void DiskTier::Remove(const ChunkKey& key, bool corrupt) {
     lru_->OnErase(key);
     if (corrupt) stats_.removed_corrupt++;
   }
-  unlink(PathOf(key, kRecordSuffix).c_str());
+  UnlinkFile(NameOf(key, kRecordSuffix));
 }
 
 void DiskTier::Clear() {
-  std::vector<std::string> paths;
+  std::vector<std::string> names;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [key, bytes] : records_) {
-      paths.push_back(PathOf(key, kRecordSuffix));
+      names.push_back(NameOf(key, kRecordSuffix));
       lru_->OnErase(key);
     }
     records_.clear();
     used_bytes_ = 0;
   }
-  for (const std::string& p : paths) unlink(p.c_str());
+  for (const std::string& n : names) UnlinkFile(n);
 }
 
 DiskStats DiskTier::Stats() const {

@@ -52,6 +52,15 @@ Status HostPool::Create(size_t slab_bytes, size_t capacity_bytes, std::unique_pt
     }
   }
   pool->base_ = static_cast<uint8_t*>(p);
+  // The pool holds every tenant's KV (derived from prompts): keep it out of
+  // core dumps. A pool that cannot be excluded is refused, not used.
+  if (madvise(p, pool->region_bytes_, MADV_DONTDUMP) != 0) {
+    const int err = errno;
+    munmap(p, pool->region_bytes_);
+    pool->base_ = nullptr;
+    return Status::OutOfMemory(
+        "madvise(MADV_DONTDUMP) on the host pool failed; refusing a pool that core dumps would hold", err);
+  }
   pool->device_registered_ = RegisterHostMemory(p, pool->region_bytes_);
 
   pool->free_stack_.reserve(num_slabs);

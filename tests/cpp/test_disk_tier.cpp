@@ -1,6 +1,8 @@
 // The disk tier through the runtime: round trips in every layout and both I/O
 // backends, persistence across restarts and kill -9, corruption and
-// truncation, ENOSPC, the directory lock.
+// truncation, ENOSPC, the directory lock. Then the tier on a shared host:
+// private modes, unsafe directories refused, planted links never followed,
+// other programs' files never deleted.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -9,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <numeric>
@@ -18,6 +21,7 @@
 
 #include "cache_runtime.h"
 #include "check.h"
+#include "disk_tier.h"
 #include "kv_test_cache.h"
 
 using namespace lmcache;
@@ -32,8 +36,12 @@ std::string TempDir(const std::string& name) {
   std::string dir = fs::temp_directory_path() / ("lmcache-disk-test-" + std::to_string(getpid()) + "-" + name);
   fs::remove_all(dir);
   fs::create_directories(dir);
+  chmod(dir.c_str(), 0700);  // the tier refuses a directory others can write to
   return dir;
 }
+
+// Where the tier keeps its files inside the directory it is given.
+std::string Records(const std::string& dir) { return dir + "/lmcache-records"; }
 
 std::unique_ptr<CacheRuntime> Open(const std::string& dir, bool threads, uint64_t l1_bytes = 16 << 20,
                                    uint64_t disk_bytes = 256 << 20) {
@@ -145,8 +153,11 @@ void TestRestartAndCorruption() {
     rt->Close();  // a clean exit finishes queued writes
   }
   // Leftovers of a crash: a torn temp file and a file that is not a whole record.
-  { std::FILE* f = std::fopen((dir + "/0123456789abcdef0123456789abcdef.tmp").c_str(), "w"); std::fputs("x", f); std::fclose(f); }
-  { std::FILE* f = std::fopen((dir + "/fedcba9876543210fedcba9876543210.lmc").c_str(), "w"); std::fputs("short", f); std::fclose(f); }
+  for (const char* name : {"0123456789abcdef0123456789abcdef.tmp", "fedcba9876543210fedcba9876543210.lmc"}) {
+    std::FILE* f = std::fopen((Records(dir) + "/" + name).c_str(), "w");
+    std::fputs("short", f);
+    std::fclose(f);
+  }
   {
     auto rt = Open(dir, false);
     CHECK_OK(rt->RegisterLayout(src.Layout()));
@@ -167,15 +178,15 @@ void TestRestartAndCorruption() {
     rt->Close();
   }
   {
-    const std::string p = dir + "/" + keys1[3].Hex() + ".lmc";
+    const std::string p = Records(dir) + "/" + keys1[3].Hex() + ".lmc";
     const int fd = open(p.c_str(), O_RDWR);
     CHECK(fd >= 0);
     uint8_t b;
-    CHECK(pread(fd, &b, 1, 64 + 1000) == 1);
+    CHECK(pread(fd, &b, 1, sizeof(ChunkHeader) + 1000) == 1);
     b ^= 0x40;
-    CHECK(pwrite(fd, &b, 1, 64 + 1000) == 1);
+    CHECK(pwrite(fd, &b, 1, sizeof(ChunkHeader) + 1000) == 1);
     close(fd);
-    CHECK(truncate((dir + "/" + keys2[5].Hex() + ".lmc").c_str(), 4096) == 0);
+    CHECK(truncate((Records(dir) + "/" + keys2[5].Hex() + ".lmc").c_str(), 4096) == 0);
   }
   {
     auto rt = Open(dir, true);
@@ -199,7 +210,7 @@ void TestRestartAndCorruption() {
     std::vector<ChunkKey> keys0;
     const auto t0 = Tokens(0, 128);
     CHECK_OK(rt->HashTokens(t0.data(), 128, &keys0));
-    CHECK(fs::remove(dir + "/" + keys0[4].Hex() + ".lmc"));
+    CHECK(fs::remove(Records(dir) + "/" + keys0[4].Hex() + ".lmc"));
     CHECK(LoadDocAndCompare(*rt, src, 0, 128) == 4 * kChunk);
     size_t hit = 0;
     CHECK_OK(rt->Lookup(t0.data(), 128, &hit));
@@ -248,7 +259,7 @@ void TestCapacityEviction() {
 
 void TestEnospc() {
   const std::string dir = TempDir("enospc");
-  if (mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=64k") != 0) {
+  if (mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=64k,mode=0700") != 0) {
     std::printf("  SKIPPED ENOSPC test: cannot mount a small tmpfs (%s); needs root\n", std::strerror(errno));
     return;
   }
@@ -304,7 +315,7 @@ void TestKillNine() {
   CHECK(before.disk.recovered_records > 8);
   // Every record file left is whole: header and checksum hold.
   size_t files = 0;
-  for (const auto& entry : fs::directory_iterator(dir)) {
+  for (const auto& entry : fs::directory_iterator(Records(dir))) {
     if (entry.path().extension() != ".lmc") continue;
     std::vector<uint8_t> buf(fs::file_size(entry.path()));
     std::FILE* f = std::fopen(entry.path().c_str(), "rb");
@@ -331,6 +342,173 @@ void TestKillNine() {
   fs::remove_all(dir);
 }
 
+// ---- The tier on a shared host, through DiskTier itself ----
+
+std::unique_ptr<DiskTier> OpenTier(const std::string& dir, Status* st = nullptr) {
+  DiskOptions o;
+  o.dir = dir;
+  o.capacity_bytes = 1 << 20;
+  o.force_thread_pool = true;
+  o.lock_timeout_s = 0.2;
+  std::unique_ptr<DiskTier> tier;
+  const Status s = DiskTier::Open(o, &tier);
+  if (st != nullptr) *st = s;
+  else CHECK_OK(s);
+  return tier;
+}
+
+// Writes one 4096-byte record filled with `fill`; true if it was written.
+bool WriteRecord(DiskTier& tier, ChunkKey key, uint8_t fill) {
+  uint8_t* page = static_cast<uint8_t*>(std::aligned_alloc(4096, 4096));
+  std::memset(page, fill, 4096);
+  const size_t n = tier.WriteMany({DiskWrite{key, page, 4096, nullptr}});
+  std::free(page);
+  return n == 1;
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  CHECK(f != nullptr);
+  std::fputs(text.c_str(), f);
+  std::fclose(f);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return "<missing>";
+  char buf[256];
+  const size_t n = std::fread(buf, 1, sizeof(buf), f);
+  std::fclose(f);
+  return std::string(buf, n);
+}
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st;
+  CHECK(lstat(path.c_str(), &st) == 0);
+  return st.st_mode & 07777;
+}
+
+// Open must fail with InvalidArgument, naming `path` and `why`.
+void CheckRefused(const std::string& dir, const std::string& path, const std::string& why) {
+  Status st;
+  CHECK(OpenTier(dir, &st) == nullptr);
+  if (st.code() != StatusCode::kInvalidArgument || st.message().find(path) == std::string::npos ||
+      st.message().find(why) == std::string::npos) {
+    std::printf("unexpected status: %s\n", st.ToString().c_str());
+    CHECK(false);
+  }
+}
+
+// Everything is private to its owner whatever the umask: KV comes from prompts.
+void TestPrivateModes() {
+  const std::string dir = TempDir("modes") + "/made-by-the-tier";
+  const mode_t old_umask = umask(0);
+  {
+    auto tier = OpenTier(dir);
+    CHECK(tier->records_dir() == Records(dir));
+    CHECK(WriteRecord(*tier, ChunkKey{1, 2}, 7));
+    CHECK(ModeOf(dir) == 0700 && ModeOf(Records(dir)) == 0700);
+    CHECK(ModeOf(Records(dir) + "/.lock") == 0600 && ModeOf(Records(dir) + "/.lmcache-dir") == 0600);
+    CHECK(ModeOf(Records(dir) + "/" + ChunkKey{1, 2}.Hex() + ".lmc") == 0600);
+    CHECK(ReadFile(Records(dir) + "/.lmcache-dir") == "lmcache disk tier records\nformat 1\n");
+  }
+  umask(old_umask);
+  CHECK(OpenTier(dir)->Contains(ChunkKey{1, 2}));  // the marked directory is used again
+  fs::remove_all(fs::path(dir).parent_path());
+  std::printf("  ok: directory 0700, records, lock and marker 0600 under umask 0\n");
+}
+
+// A directory others may write to, or that another user owns, is refused before anything is made in it.
+void TestUnsafeDirectoryRefused() {
+  const std::string dir = TempDir("unsafe");
+  CHECK(chmod(dir.c_str(), 0777) == 0);
+  CheckRefused(dir, dir, "writable by group or others (mode 0777)");
+  CHECK(chmod(dir.c_str(), 0720) == 0);
+  CheckRefused(dir, dir, "writable by group or others");
+  CHECK(chmod(dir.c_str(), 0700) == 0);
+  if (geteuid() == 0) {
+    CHECK(chown(dir.c_str(), 65534, 65534) == 0);
+    CheckRefused(dir, dir, "owned by uid 65534");
+  } else {
+    std::printf("  SKIPPED the foreign-owner case: chown needs root\n");
+  }
+  CHECK(fs::is_empty(dir));
+  fs::remove_all(dir);
+  std::printf("  ok: a 0777 directory and one of uid 65534 are refused\n");
+}
+
+// A link planted where the tier writes its temp file is never followed.
+void TestPlantedTempLink() {
+  const std::string dir = TempDir("planted-tmp"), outside = TempDir("planted-target") + "/precious";
+  WriteFile(outside, "not yours");
+  auto tier = OpenTier(dir);
+  const ChunkKey key{0x1111, 0x2222};
+  const std::string link = Records(dir) + "/" + key.Hex() + ".tmp";
+  CHECK(symlink(outside.c_str(), link.c_str()) == 0);
+  CHECK(!WriteRecord(*tier, key, 0xab));  // dropped cleanly...
+  CHECK(WriteRecord(*tier, ChunkKey{3, 4}, 0xcd));  // ...and other records still go
+  const DiskStats s = tier->Stats();
+  CHECK(s.write_errors == 1 && s.temp_name_taken == 1 && s.writes == 1 && !tier->Contains(key));
+  CHECK(ReadFile(outside) == "not yours" && ModeOf(outside) == 0644);
+  CHECK(fs::is_symlink(link) && !fs::exists(fs::symlink_status(Records(dir) + "/" + key.Hex() + ".lmc")));
+  tier.reset();
+  fs::remove_all(dir);
+  fs::remove_all(fs::path(outside).parent_path());
+  std::printf("  ok: a planted <key>.tmp link is not written through\n");
+}
+
+// A link in place of the lock or of the records directory: refused, its target untouched.
+void TestPlantedLockAndDirLinks() {
+  const std::string dir = TempDir("planted-lock"), target = TempDir("planted-lock-target");
+  WriteFile(target + "/precious", "not yours");
+  OpenTier(dir).reset();  // makes the records directory
+  CHECK(fs::remove(Records(dir) + "/.lock"));
+  CHECK(symlink((target + "/precious").c_str(), (Records(dir) + "/.lock").c_str()) == 0);
+  CheckRefused(dir, Records(dir) + "/.lock", "symbolic link");
+  CHECK(ReadFile(target + "/precious") == "not yours" && ModeOf(target + "/precious") == 0644);
+
+  const std::string dir2 = TempDir("planted-dir");
+  WriteFile(target + "/0123456789abcdef0123456789abcdef.tmp", "theirs");
+  CHECK(symlink(target.c_str(), Records(dir2).c_str()) == 0);
+  CheckRefused(dir2, Records(dir2), "symbolic link");
+  CHECK(ReadFile(target + "/0123456789abcdef0123456789abcdef.tmp") == "theirs");
+  CHECK(!fs::exists(target + "/.lock") && !fs::exists(target + "/.lmcache-dir"));
+  for (const std::string& d : {dir, dir2, target}) fs::remove_all(d);
+  std::printf("  ok: links in place of .lock and of the records directory are refused\n");
+}
+
+// A records directory lmcache did not make (no marker, another format, other
+// modes) is refused and never cleaned; files next to it are never touched.
+void TestOnlyOurFilesAreTouched() {
+  const std::string dir = TempDir("foreign");
+  const char* foreign[] = {"0123456789abcdef0123456789abcdef.tmp", "fedcba9876543210fedcba9876543210.lmc",
+                           "notes.tmp", "data.lmc", ".lock"};
+  for (const char* name : foreign) WriteFile(dir + "/" + name, "theirs");
+  {
+    auto tier = OpenTier(dir);
+    CHECK(tier->Stats().discarded_at_start == 0);
+    CHECK(WriteRecord(*tier, ChunkKey{5, 6}, 1));
+    tier->Clear();
+  }
+  WriteFile(Records(dir) + "/keep.tmp", "theirs too");  // not one of our names, even inside
+  OpenTier(dir).reset();
+  for (const char* name : foreign) CHECK(ReadFile(dir + "/" + name) == "theirs");
+  CHECK(ReadFile(Records(dir) + "/keep.tmp") == "theirs too");
+
+  CHECK(fs::remove(Records(dir) + "/.lmcache-dir"));  // a directory without the marker
+  WriteFile(Records(dir) + "/0123456789abcdef0123456789abcdef.tmp", "theirs");
+  CheckRefused(dir, Records(dir), "no valid lmcache marker");
+  CHECK(ReadFile(Records(dir) + "/0123456789abcdef0123456789abcdef.tmp") == "theirs");
+  WriteFile(Records(dir) + "/.lmcache-dir", "lmcache disk tier records\nformat 999\n");
+  CheckRefused(dir, Records(dir), "format 999");
+  WriteFile(Records(dir) + "/.lmcache-dir", "lmcache disk tier records\nformat 1\n");
+  CHECK(chmod(Records(dir).c_str(), 0755) == 0);
+  CheckRefused(dir, Records(dir), "mode is 0755");
+  CHECK(ReadFile(Records(dir) + "/0123456789abcdef0123456789abcdef.tmp") == "theirs");
+  fs::remove_all(dir);
+  std::printf("  ok: foreign files survive; an unmarked records directory is refused\n");
+}
+
 }  // namespace
 
 int main() {
@@ -340,6 +518,11 @@ int main() {
   TestCapacityEviction();
   TestEnospc();
   TestKillNine();
+  TestPrivateModes();
+  TestUnsafeDirectoryRefused();
+  TestPlantedTempLink();
+  TestPlantedLockAndDirLinks();
+  TestOnlyOurFilesAreTouched();
   std::puts("test_disk_tier: ok");
   return 0;
 }

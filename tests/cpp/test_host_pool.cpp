@@ -1,6 +1,11 @@
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <set>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -60,10 +65,39 @@ static void TestConcurrent() {
   CHECK(pool->num_free() == 64);
 }
 
+// The pool holds every tenant's KV: a core dump must not. The kernel lists
+// MADV_DONTDUMP as "dd" in the VmFlags of each mapping in /proc/self/smaps.
+static void TestExcludedFromCoreDumps() {
+  std::unique_ptr<HostPool> pool;
+  CHECK_OK(HostPool::Create(4096, 64 * 4096, &pool));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(pool->SlabAddress(0));
+  const uintptr_t end = begin + pool->region_bytes();
+  std::ifstream smaps("/proc/self/smaps");
+  CHECK(smaps.good());
+  std::string line;
+  uintptr_t lo = 0, hi = 0, covered = 0;
+  while (std::getline(smaps, line)) {
+    unsigned long long a, b;
+    if (std::sscanf(line.c_str(), "%llx-%llx ", &a, &b) == 2) {
+      lo = a;  // the header line of the next mapping ("start-end perms ...")
+      hi = b;
+      continue;
+    }
+    if (line.rfind("VmFlags:", 0) != 0 || hi <= begin || lo >= end) continue;
+    std::istringstream flags(line.substr(8));
+    bool dd = false;
+    for (std::string f; flags >> f;) dd |= f == "dd";
+    CHECK(dd);
+    covered += std::min(hi, end) - std::max(lo, begin);
+  }
+  CHECK(covered == pool->region_bytes());  // every byte of the region was seen, and all are excluded
+}
+
 int main() {
   TestBasics();
   TestTooSmall();
   TestConcurrent();
+  TestExcludedFromCoreDumps();
   std::puts("test_host_pool: ok");
   return 0;
 }

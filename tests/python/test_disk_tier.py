@@ -58,3 +58,30 @@ def test_unusable_directory_is_a_clear_error(tmp_path):
         engine(f)
     with pytest.raises(lmcache.ConfigError, match="disk_io_backend"):
         lmcache.Config(disk_io_backend="spdk")
+
+
+def test_directory_others_can_write_to_is_refused_naming_it(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(lmcache.InvalidArgumentError, match=f"{shared}.*writable by group or others"):
+        engine(shared)
+    assert list(shared.iterdir()) == []  # nothing was made in it
+
+
+def test_records_are_private_and_foreign_files_survive(tmp_path):
+    foreign = {"0123456789abcdef0123456789abcdef.tmp": "a", "fedcba9876543210fedcba9876543210.lmc": "b",
+               "notes.tmp": "c", "data.lmc": "d"}
+    for name, text in foreign.items():
+        (tmp_path / name).write_text(text)
+    with engine(tmp_path) as e:
+        e.register_kv_caches(flash_attn_cache(blocks=16))
+        e.store(list(range(32)), block_ids=[0, 1, 2, 3])
+        e.flush_writes()
+        records = tmp_path / "lmcache-records"
+        assert records.stat().st_mode & 0o777 == 0o700
+        files = list(records.glob("*.lmc"))
+        assert len(files) == 2 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+        e.clear()
+    for name, text in foreign.items():
+        assert (tmp_path / name).read_text() == text

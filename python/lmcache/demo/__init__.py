@@ -69,7 +69,8 @@ def run_demo(argv: list[str]) -> int:
 
     from lmcache.integrations.vllm import query_worker_stats
 
-    shutil.rmtree(args.disk_dir, ignore_errors=True)
+    # A cold start: only lmcache's own records go, never anything else in the user's directory.
+    shutil.rmtree(os.path.join(args.disk_dir, "lmcache-records"), ignore_errors=True)
     cache = {"l1_capacity_gb": args.l1_gb, "local_disk_path": args.disk_dir}
     eid = f"demo-{os.getpid()}-1"
     llm = make_llm(model, lmcache=cache, engine_id=eid)
