@@ -105,19 +105,54 @@ TokenInput::TokenInput(const py::object& obj) {
 }
 
 SlotInput::SlotInput(const py::object& obj) {
-  if (GetIntBuffer(obj, "slots", &info_)) {
-    const char kind = info_.format.back();
-    if (info_.itemsize == 8 && (kind == 'q' || kind == 'l')) {
-      data_ = static_cast<const int64_t*>(info_.ptr);
-      size_ = static_cast<size_t>(info_.size);
-      return;
+  py::buffer_info info;
+  if (GetIntBuffer(obj, "slots", &info)) {
+    const char kind = info.format.back();
+    if (info.itemsize == 8 && (kind == 'q' || kind == 'l')) {
+      const int64_t* p = static_cast<const int64_t*>(info.ptr);
+      owned_.assign(p, p + info.size);
+    } else {
+      ConvertBuffer(info, "slots", /*allow_negative=*/true, &owned_);
     }
-    ConvertBuffer(info_, "slots", /*allow_negative=*/true, &owned_);
   } else {
     ConvertSequence(obj, "slots", /*allow_negative=*/true, &owned_);
   }
-  data_ = owned_.data();
-  size_ = owned_.size();
+}
+
+py::buffer_info ContiguousBuffer(const py::buffer& data, const char* what) {
+  py::buffer_info info = data.request();
+  py::ssize_t expected = info.itemsize;
+  for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+    if (info.shape[size_t(d)] > 1 && info.strides[size_t(d)] != expected) {
+      ThrowStatus(Status::InvalidArgument(std::string(what) + " must be a C-contiguous buffer"));
+    }
+    expected *= info.shape[size_t(d)];
+  }
+  return info;
+}
+
+std::vector<int64_t> SlotsFromBlocks(const py::object& block_ids, uint32_t block_size, uint64_t num_blocks,
+                                     size_t num_tokens) {
+  std::vector<int64_t> blocks;
+  SlotInput ids(block_ids);  // int64 ids, a private copy
+  blocks.assign(ids.data(), ids.data() + ids.size());
+  if (block_size == 0) ThrowStatus(Status::InvalidArgument("block_size must be positive"));
+  if (blocks.size() * uint64_t(block_size) < num_tokens) {
+    ThrowStatus(Status::InvalidArgument(std::to_string(blocks.size()) + " blocks of " + std::to_string(block_size) +
+                                        " tokens cannot hold " + std::to_string(num_tokens) + " tokens"));
+  }
+  std::vector<int64_t> slots(num_tokens);
+  for (size_t t = 0; t < num_tokens; ++t) {
+    const int64_t b = blocks[t / block_size];
+    if (b >= 0 && uint64_t(b) >= num_blocks) {
+      ThrowStatus(Status::InvalidArgument("block_ids[" + std::to_string(t / block_size) + "] = " + std::to_string(b) +
+                                          " is not a block of this cache (" + std::to_string(num_blocks) +
+                                          " blocks)"));
+    }
+    // b < num_blocks <= 2^63 / block_size (KVLayout::Validate), so this cannot overflow.
+    slots[t] = b < 0 ? -1 : b * int64_t(block_size) + int64_t(t % block_size);
+  }
+  return slots;
 }
 
 }  // namespace lmcache

@@ -17,6 +17,10 @@
 namespace py = pybind11;
 using namespace lmcache;
 
+namespace lmcache {
+void BindBufferFunctions(py::module_& m);  // buffer_functions.cpp
+}
+
 namespace {
 
 DType ParseDType(const std::string& name) {
@@ -82,6 +86,9 @@ class PyPendingStore {
 class PyRuntime {
  public:
   explicit PyRuntime(const RuntimeOptions& o) { Check(CacheRuntime::Create(o, &rt_)); }
+  ~PyRuntime() {
+    if (rt_ && rt_->InForkedChild()) (void)rt_.release();  // the parent's; see InForkedChild
+  }
 
   void SetShape(uint32_t layers, uint32_t planes, uint32_t heads, uint32_t head_dim, const std::string& dtype) {
     KVShape s{layers, planes, heads, head_dim, ParseDType(dtype)};
@@ -276,20 +283,22 @@ class PyRuntime {
     return out;
   }
 
-  // True when the record is now in host memory; False when it was refused
-  // (corrupt or wrong size: counted as a load error; or no room).
-  bool ImportRecord(const std::string& hex, const py::buffer& data) {
+  // "imported" (now in host memory, or already there), "corrupt" (refused:
+  // header, size or checksum; counted as a load error) or "no_room" (a local
+  // condition: the record itself may be good).
+  std::string ImportRecord(const std::string& hex, const py::buffer& data) {
     const ChunkKey key = ParseKey(hex);
-    py::buffer_info info = data.request();
+    py::buffer_info info = ContiguousBuffer(data, "record");
     if (info.ndim != 1 || info.itemsize != 1) ThrowStatus(Status::InvalidArgument("a record is a 1-D byte buffer"));
     Status st;
     {
       py::gil_scoped_release nogil;
       st = rt_->ImportRecord(key, static_cast<const uint8_t*>(info.ptr), size_t(info.size));
     }
-    if (st.code() == StatusCode::kCorrupt || st.code() == StatusCode::kOutOfMemory) return false;
+    if (st.code() == StatusCode::kCorrupt) return "corrupt";
+    if (st.code() == StatusCode::kOutOfMemory) return "no_room";
     Check(st);
-    return true;
+    return "imported";
   }
 
   size_t RecordBytes() const { return rt_->RecordBytes(); }
@@ -311,6 +320,7 @@ class PyRuntime {
     d["loaded_chunks"] = s.loaded_chunks;
     d["loaded_tokens"] = s.loaded_tokens;
     d["load_errors"] = s.load_errors;
+    d["l1_corrupt_chunks"] = s.l1_corrupt_chunks;
     d["evicted_chunks"] = s.evicted_chunks;
     d["l1_used_bytes"] = s.l1_used_bytes;
     d["l1_capacity_bytes"] = s.l1_capacity_bytes;
@@ -335,6 +345,7 @@ class PyRuntime {
       d["disk_evictions"] = s.disk.evictions;
       d["disk_removed_corrupt"] = s.disk.removed_corrupt;
       d["disk_recovered_records"] = s.disk.recovered_records;
+      d["disk_temp_name_taken"] = s.disk.temp_name_taken;
       d["disk_discarded_at_start"] = s.disk.discarded_at_start;
     }
     return d;
@@ -425,7 +436,7 @@ PYBIND11_MODULE(_core, m) {
                        const std::string& tenant_salt, uint32_t tp_rank, uint32_t tp_size,
                        bool verify_l1_checksums, const std::string& disk_dir, uint64_t disk_capacity_bytes,
                        bool disk_force_threads, int disk_queue_depth, uint32_t write_behind_chunks,
-                       double disk_lock_timeout_s) {
+                       double disk_lock_timeout_s, const py::bytes& record_key, bool encrypt_records) {
              RuntimeOptions o;
              o.chunk_size = chunk_size;
              o.l1_capacity_bytes = l1_capacity_bytes;
@@ -442,6 +453,8 @@ PYBIND11_MODULE(_core, m) {
              o.disk_queue_depth = disk_queue_depth;
              o.write_behind_chunks = write_behind_chunks;
              o.disk_lock_timeout_s = disk_lock_timeout_s;
+             o.record_key = record_key;
+             o.encrypt_records = encrypt_records;
              return std::make_unique<PyRuntime>(o);
            }),
            py::kw_only(), py::arg("chunk_size") = 256, py::arg("l1_capacity_bytes") = 1ull << 30,
@@ -449,7 +462,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("tenant_salt") = "", py::arg("tp_rank") = 0, py::arg("tp_size") = 1,
            py::arg("verify_l1_checksums") = false, py::arg("disk_dir") = "", py::arg("disk_capacity_bytes") = 0,
            py::arg("disk_force_threads") = false, py::arg("disk_queue_depth") = 32,
-           py::arg("write_behind_chunks") = 64, py::arg("disk_lock_timeout_s") = 10.0)
+           py::arg("write_behind_chunks") = 64, py::arg("disk_lock_timeout_s") = 10.0,
+           py::arg("record_key") = py::bytes(), py::arg("encrypt_records") = false)
       .def("set_shape", &PyRuntime::SetShape, py::arg("num_layers"), py::arg("num_planes"), py::arg("num_heads"),
            py::arg("head_dim"), py::arg("dtype"))
       .def("register_layout", &PyRuntime::RegisterLayout, py::arg("layout"))
@@ -486,7 +500,7 @@ PYBIND11_MODULE(_core, m) {
       .def("export_record", &PyRuntime::ExportRecord, py::arg("key_hex"), py::arg("prefix") = py::bytes(),
            "bytes: `prefix`, then the record (header + payload) of a chunk in host memory; None when it is not there.")
       .def("import_record", &PyRuntime::ImportRecord, py::arg("key_hex"), py::arg("record"),
-           "Checks a record and puts it in host memory; False if refused (corrupt, wrong size, no room).")
+           "Checks a record and puts it in host memory: 'imported', 'corrupt' (refused and counted) or 'no_room'.")
       .def_property_readonly("record_bytes", &PyRuntime::RecordBytes)
       .def("drop_chunk_for_testing", &PyRuntime::DropChunkForTesting, py::arg("key_hex"))
       .def("stats", &PyRuntime::Stats)
@@ -494,30 +508,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("closed", &PyRuntime::closed)
       .def_property_readonly("chunk_size", &PyRuntime::chunk_size);
 
-  m.def(
-      "checksum64",
-      [](const py::buffer& data) {
-        py::buffer_info info = data.request();
-        const size_t bytes = size_t(info.size) * size_t(info.itemsize);
-        py::gil_scoped_release nogil;
-        return LayerChecksum(static_cast<const uint8_t*>(info.ptr), bytes);
-      },
-      py::arg("data"), "XXH3-64 of a contiguous buffer (GIL released).");
-  m.def(
-      "payload_checksum",
-      [](const py::buffer& data, uint32_t num_layers) {
-        py::buffer_info info = data.request();
-        const size_t bytes = size_t(info.size) * size_t(info.itemsize);
-        if (num_layers == 0 || bytes % num_layers != 0) {
-          ThrowStatus(Status::InvalidArgument("payload is not a whole number of layers"));
-        }
-        const uint8_t* p = static_cast<const uint8_t*>(info.ptr);
-        py::gil_scoped_release nogil;
-        std::vector<uint64_t> sums(num_layers);
-        for (uint32_t l = 0; l < num_layers; ++l) sums[l] = LayerChecksum(p + l * (bytes / num_layers), bytes / num_layers);
-        return CombineLayerChecksums(sums.data(), num_layers);
-      },
-      py::arg("payload"), py::arg("num_layers"), "The stored-chunk payload checksum (see cpp/chunk_format.h).");
+  BindBufferFunctions(m);
   m.def("cuda_device_available", &CudaDeviceAvailable);
   m.def("device_backend", [] { return std::string(DeviceBackendName()); },
         "'cuda' when built with the CUDA runtime, else 'none'.");

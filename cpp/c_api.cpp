@@ -107,7 +107,11 @@ lmc_status lmc_engine_create(const lmc_config* config, lmc_engine** out) {
   });
 }
 
-void lmc_engine_destroy(lmc_engine* engine) { delete engine; }
+void lmc_engine_destroy(lmc_engine* engine) {
+  // In the child of a fork the runtime is the parent's: leaked, never torn down (see InForkedChild).
+  if (engine && engine->runtime && engine->runtime->InForkedChild()) (void)engine->runtime.release();
+  delete engine;
+}
 
 lmc_status lmc_engine_register_kv(lmc_engine* engine, const lmc_kv_layout* layout) {
   if (engine == nullptr) return ReportInvalid("engine is NULL");

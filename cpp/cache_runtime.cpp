@@ -1,10 +1,24 @@
 #include "cache_runtime.h"
 #include "cache_runtime_internal.h"
+#include "key_file.h"
+
+#include <pthread.h>
 
 #include <algorithm>
 #include <cstring>
 
 namespace lmcache {
+
+namespace {
+std::atomic<uint64_t> g_fork_generation{0};
+void CountForkInChild() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+}  // namespace
+
+uint64_t ForkGeneration() {
+  static const bool registered = [] { return pthread_atfork(nullptr, nullptr, CountForkInChild) == 0; }();
+  (void)registered;
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
 
 std::string KVShape::ToString() const {
   return "(layers=" + std::to_string(num_layers) + ", planes=" + std::to_string(num_planes) +
@@ -32,6 +46,12 @@ Status CacheRuntime::Create(const RuntimeOptions& options, std::unique_ptr<Cache
     d.queue_depth = options.disk_queue_depth;
     d.lock_timeout_s = options.disk_lock_timeout_s;
     LMC_RETURN_IF_ERROR(DiskTier::Open(d, &rt->disk_));
+    std::string key = options.record_key;
+    if (key.empty()) {
+      // No key given: one of the disk tier's own, kept in its private directory.
+      LMC_RETURN_IF_ERROR(LoadOrCreateKeyFile(rt->disk_->dir_fd(), "record.key", RecordSealer::kKeyBytes, &key));
+    }
+    LMC_RETURN_IF_ERROR(RecordSealer::Create(key, options.encrypt_records, &rt->sealer_));
     CacheRuntime* self = rt.get();
     rt->write_behind_ = std::make_unique<KeyQueue>(
         std::max<uint32_t>(1, options.write_behind_chunks), 8,
@@ -45,6 +65,7 @@ Status CacheRuntime::Create(const RuntimeOptions& options, std::unique_ptr<Cache
 
 CacheRuntime::CacheRuntime(const RuntimeOptions& options)
     : options_(options),
+      fork_generation_(ForkGeneration()),
       threads_(options.num_threads),
       copy_(&threads_),
       device_(MakeDeviceCopier()),
@@ -52,7 +73,15 @@ CacheRuntime::CacheRuntime(const RuntimeOptions& options)
 
 CacheRuntime::~CacheRuntime() { Close(); }
 
+bool CacheRuntime::InForkedChild() const { return ForkGeneration() != fork_generation_; }
+
 void CacheRuntime::Close() {
+  if (InForkedChild()) {
+    // A forked child's copy: its threads do not exist here, its locks may be
+    // held forever, and the disk directory belongs to the parent. Touch nothing.
+    closed_.store(true);
+    return;
+  }
   std::lock_guard<std::mutex> once(close_mu_);
   if (closed_.load()) return;
   // Background work first: queued writes finish (a clean exit persists them),

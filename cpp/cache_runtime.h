@@ -25,6 +25,7 @@
 #include "index.h"
 #include "key_queue.h"
 #include "kv_layout.h"
+#include "record_seal.h"
 #include "status.h"
 #include "thread_pool.h"
 
@@ -39,9 +40,15 @@ struct RuntimeOptions {
   std::string tenant_salt;
   uint32_t tp_rank = 0;
   uint32_t tp_size = 1;
-  // Verify the payload checksum on every L1 load (L1 is our own memory, so
-  // this only guards against bugs and stray writes; lower tiers always verify).
+  // Verify the payload checksum on every L1 load too (every record gets its
+  // checksum when it is made and is verified before it leaves host memory;
+  // this also guards L1 loads against bugs and stray writes).
   bool verify_l1_checksums = false;
+  // Key of the seal (record_seal.h) on records written to disk:
+  // RecordSealer::kKeyBytes bytes, or empty for a key kept in the disk
+  // directory (created there on first use).
+  std::string record_key;
+  bool encrypt_records = false;  // disk records are also encrypted
 
   // L2, the local disk tier (off when disk_dir is empty).
   std::string disk_dir;
@@ -85,6 +92,7 @@ struct RuntimeStats {
   uint64_t loaded_chunks = 0;
   uint64_t loaded_tokens = 0;
   uint64_t load_errors = 0;           // records that failed validation (dropped)
+  uint64_t l1_corrupt_chunks = 0;     // records in host memory that failed their checksum on the way out (dropped)
   uint64_t evicted_chunks = 0;
   uint64_t l1_used_bytes = 0;
   uint64_t l1_capacity_bytes = 0;
@@ -280,6 +288,10 @@ class CacheRuntime {
   uint32_t chunk_size() const { return options_.chunk_size; }
   const RuntimeOptions& options() const { return options_; }
   bool closed() const { return closed_.load(); }
+  // True in the child of a fork() made after this runtime: every call fails
+  // there, and its owner must leak it rather than destroy it (its threads do
+  // not exist in the child, so joining them would hang).
+  bool InForkedChild() const;
   // "io_uring" or "threads", with " (buffered)" when the filesystem has no O_DIRECT; "" without a disk tier.
   std::string disk_backend() const {
     std::shared_lock<std::shared_mutex> lifecycle(lifecycle_);  // Close resets disk_
@@ -318,8 +330,11 @@ class CacheRuntime {
   // acquired and its entry returned (ready == false: not available).
   void PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vector<Entry>* held);
   void WriteBehind(const std::vector<ChunkKey>& keys);
+  // A record in host memory failed its checksum on the way out: drop it, count it.
+  void DropCorruptL1Record(const ChunkKey& key);
 
   const RuntimeOptions options_;
+  const uint64_t fork_generation_;       // ForkGeneration() when created; a child of a fork may not use it
   mutable std::shared_mutex lifecycle_;  // shared: calls in flight; exclusive: Close
   std::atomic<bool> closed_{false};
 
@@ -340,6 +355,7 @@ class CacheRuntime {
 
   std::mutex close_mu_;
   std::unique_ptr<DiskTier> disk_;
+  std::unique_ptr<RecordSealer> sealer_;    // seals disk records; set with disk_
   std::unique_ptr<KeyQueue> write_behind_;  // L1 -> disk
   std::unique_ptr<KeyQueue> prefetch_;      // disk -> L1, issued at lookup
 

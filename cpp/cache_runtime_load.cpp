@@ -110,10 +110,7 @@ Status CacheRuntime::BeginLoadChunks(const std::vector<ChunkKey>& keys, const KV
     ChunkHeader h;
     std::memcpy(&h, record, sizeof(h));
     Status valid = ValidateHeader(h, shape, keys[c]);
-    if (valid.ok() && options_.verify_l1_checksums &&
-        PayloadChecksum(record + sizeof(ChunkHeader), shape) != h.checksum) {
-      valid = Status::Corrupt("payload checksum mismatch");
-    }
+    if (valid.ok() && options_.verify_l1_checksums) valid = VerifyChecksum(record, shape);
     if (!valid.ok()) {
       corrupt.push_back(keys[c]);
       break;

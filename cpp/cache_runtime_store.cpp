@@ -122,12 +122,10 @@ Status CacheRuntime::BeginStoreChunks(const std::vector<ChunkKey>& keys, const K
     stats_.store_skipped_chunks += skipped;
     stats_.store_dropped_chunks += dropped;
   }
-  // The checksum is computed now only when L1 loads verify it; otherwise when
-  // the record leaves host memory (write-behind, export): stores stay at memcpy speed.
-  if (options_.verify_l1_checksums) {
-    store->checksums_.resize(store->transfers_.size());
-    for (size_t i = 0; i < store->transfers_.size(); ++i) store->transfers_[i].checksum_out = &store->checksums_[i];
-  }
+  // Every record gets its checksum when it is made: the copy threads hash
+  // each run right after copying it, while it is in cache.
+  store->checksums_.resize(store->transfers_.size());
+  for (size_t i = 0; i < store->transfers_.size(); ++i) store->transfers_[i].checksum_out = &store->checksums_[i];
   if (!store->transfers_.empty()) {
     if (layout.device < 0) {
       copy_.Gather(layout, store->transfers_);  // hashes each layer while it is in cache
@@ -162,7 +160,7 @@ Status CacheRuntime::FinishStore(PendingStore* store, bool publish) {
   }
   std::vector<ChunkTransfer>& transfers = store->transfers_;
   const KVLayout& layout = store->layout_;
-  if (st.ok() && publish && layout.device >= 0 && !store->checksums_.empty()) {
+  if (st.ok() && publish && layout.device >= 0 && !transfers.empty()) {
     // GPU copies: checksum the payloads here, a (chunk, layer) per task.
     const uint32_t layers = layout.num_layers;
     std::vector<uint64_t> sums(transfers.size() * layers);
@@ -178,10 +176,9 @@ Status CacheRuntime::FinishStore(PendingStore* store, bool publish) {
   size_t published = 0;
   if (st.ok() && publish) {
     const ChunkShape shape = ChunkShape::FromLayout(layout, store->chunk_size_);
-    const bool has_sum = !store->checksums_.empty();
     for (; published < transfers.size(); ++published) {
       const ChunkKey& key = store->reserved_[published];
-      const ChunkHeader h = MakeHeader(shape, key, has_sum ? store->checksums_[published] : 0, has_sum);
+      const ChunkHeader h = MakeHeader(shape, key, store->checksums_[published]);
       std::memcpy(transfers[published].payload - sizeof(ChunkHeader), &h, sizeof(h));
       const Status committed = index_.Commit(key);
       if (!committed.ok()) {  // a bookkeeping bug; the rest is given back below

@@ -49,16 +49,7 @@ void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vecto
   for (size_t j = 0; j < reads.size(); ++j) {
     const ChunkKey& key = reads[j].key;
     Status st = reads[j].status;
-    if (st.ok()) {
-      ChunkHeader h;
-      std::memcpy(&h, reads[j].buf, sizeof(h));
-      st = ValidateHeader(h, shape, key);
-      if (st.ok() && reads[j].bytes < shape.record_bytes()) st = Status::Corrupt("record truncated");
-      if (st.ok() && !(h.flags & kChecksumValid)) st = Status::Corrupt("record without a checksum");
-      if (st.ok() && PayloadChecksum(reads[j].buf + sizeof(ChunkHeader), shape) != h.checksum) {
-        st = Status::Corrupt("payload checksum mismatch");
-      }
-    }
+    if (st.ok()) st = OpenRecord(*sealer_, key, shape, reads[j].buf, reads[j].bytes);
     if (st.ok()) {
       // Counted before the chunk becomes visible, so a reader that finds it also finds it counted.
       std::lock_guard<std::mutex> lock(stats_mu_);
@@ -92,37 +83,60 @@ void CacheRuntime::PromoteFromDisk(const std::vector<ChunkKey>& keys, std::vecto
   }
 }
 
+void CacheRuntime::DropCorruptL1Record(const ChunkKey& key) {
+  Entry removed;
+  // Removed when idle (the caller let go of its reference); one that is in
+  // use or pinned stays until then, and fails the same check next time.
+  if (index_.RemoveIfIdle(key, &removed)) FreeEntry(removed);
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.l1_corrupt_chunks++;
+}
+
 void CacheRuntime::WriteBehind(const std::vector<ChunkKey>& keys) {
   const ChunkShape shape = StoredShape();
+  const size_t align = HostPool::kAlignment;
   std::vector<DiskWrite> writes;
-  // The record in host memory is shared with readers and never modified; a
-  // record still without its checksum goes out with a sealed copy of its
-  // first page (header included) and the rest straight from the slab.
-  std::vector<std::unique_ptr<uint8_t, decltype(&std::free)>> pages;
+  // The record in host memory is shared with readers and never modified, so
+  // the seal goes into a copy: of the first page (header included) with the
+  // rest written straight from the slab, or of the whole record when it is
+  // encrypted.
+  std::vector<std::unique_ptr<uint8_t, decltype(&std::free)>> copies;
   for (const ChunkKey& k : keys) {
     Entry e;
     // A reference keeps the slab from eviction while the disk reads it. A
     // chunk evicted before its turn is simply not written.
     if (!index_.Acquire(k, &e, /*touch=*/false)) continue;
+    const uint8_t* slab = pool_->SlabAddress(e.location);
+    // Verified on the way out: a stray write into host memory is dropped here,
+    // not persisted under a fresh seal.
+    if (!VerifyChecksum(slab, shape).ok()) {
+      (void)index_.Release(k);
+      DropCorruptL1Record(k);
+      continue;
+    }
     DiskWrite w;
     w.key = k;
-    w.data = pool_->SlabAddress(e.location);
-    w.bytes = (e.bytes + HostPool::kAlignment - 1) / HostPool::kAlignment * HostPool::kAlignment;
-    ChunkHeader h;
-    std::memcpy(&h, w.data, sizeof(h));
-    if (!(h.flags & kChecksumValid)) {
-      uint8_t* page = static_cast<uint8_t*>(std::aligned_alloc(HostPool::kAlignment, HostPool::kAlignment));
-      if (page == nullptr) {
-        (void)index_.Release(k);
-        continue;
-      }
-      std::memcpy(page, w.data, HostPool::kAlignment);
-      h.checksum = PayloadChecksum(w.data + sizeof(ChunkHeader), shape);
-      h.flags |= kChecksumValid;
-      std::memcpy(page, &h, sizeof(h));
-      w.first_page = page;
-      pages.emplace_back(page, &std::free);
+    w.data = slab;
+    w.bytes = (e.bytes + align - 1) / align * align;
+    const size_t copy_bytes = sealer_->encrypts() ? w.bytes : align;
+    uint8_t* copy = static_cast<uint8_t*>(std::aligned_alloc(align, copy_bytes));
+    if (copy == nullptr) {
+      (void)index_.Release(k);
+      continue;
     }
+    copies.emplace_back(copy, &std::free);
+    std::memcpy(copy, slab, std::min<size_t>(copy_bytes, w.bytes));
+    ChunkHeader h;
+    std::memcpy(&h, copy, sizeof(h));
+    // Auth only, the payload is read in place and not written (Seal writes it only to encrypt).
+    uint8_t* payload = sealer_->encrypts() ? copy + sizeof(ChunkHeader) : const_cast<uint8_t*>(slab) + sizeof(ChunkHeader);
+    if (!sealer_->Seal(&h, payload, shape.payload_bytes()).ok()) {
+      (void)index_.Release(k);
+      continue;
+    }
+    std::memcpy(copy, &h, sizeof(h));
+    if (sealer_->encrypts()) w.data = copy;  // the whole record, encrypted
+    else w.first_page = copy;
     writes.push_back(w);
   }
   disk_->WriteMany(writes);
@@ -130,6 +144,11 @@ void CacheRuntime::WriteBehind(const std::vector<ChunkKey>& keys) {
 }
 
 void CacheRuntime::FlushWrites() {
+  // No wait in a forked child (the writer thread is not there) or after
+  // Close (which drained the queue and stopped the writer).
+  if (InForkedChild()) return;
+  std::shared_lock<std::shared_mutex> lifecycle(lifecycle_);
+  if (closed_.load()) return;
   if (write_behind_) write_behind_->Flush();
 }
 
@@ -147,8 +166,12 @@ Status CacheRuntime::ExportRecord(const ChunkKey& key, uint8_t* dst, size_t capa
   }
   std::memcpy(dst, pool_->SlabAddress(e.location), e.bytes);
   *bytes = e.bytes;
-  SealRecord(dst, StoredShape());  // a record that leaves host memory carries its checksum
-  return index_.Release(key);
+  LMC_RETURN_IF_ERROR(index_.Release(key));
+  // Verified on the way out (the copy, which is what leaves): a record
+  // damaged in host memory is dropped, never shared as valid.
+  const Status valid = VerifyChecksum(dst, StoredShape());
+  if (!valid.ok()) DropCorruptL1Record(key);
+  return valid;
 }
 
 Status CacheRuntime::ImportRecord(const ChunkKey& key, const uint8_t* record, size_t bytes) {
@@ -163,10 +186,7 @@ Status CacheRuntime::ImportRecord(const ChunkKey& key, const uint8_t* record, si
   } else {
     std::memcpy(&h, record, sizeof(h));
     valid = ValidateHeader(h, shape, key);
-    if (valid.ok() && !(h.flags & kChecksumValid)) valid = Status::Corrupt("record without a checksum");
-    if (valid.ok() && PayloadChecksum(record + sizeof(ChunkHeader), shape) != h.checksum) {
-      valid = Status::Corrupt("payload checksum mismatch");
-    }
+    if (valid.ok()) valid = VerifyChecksum(record, shape);
   }
   if (!valid.ok()) {
     std::lock_guard<std::mutex> lock(stats_mu_);
@@ -186,7 +206,15 @@ Status CacheRuntime::ImportRecord(const ChunkKey& key, const uint8_t* record, si
     (void)pool_->Free(slab);
     return Status::Ok();
   }
-  std::memcpy(pool_->SlabAddress(slab), record, bytes);
+  uint8_t* copy = pool_->SlabAddress(slab);
+  std::memcpy(copy, record, bytes);
+  // A record in host memory carries no seal (the remote tier checked its own).
+  ChunkHeader clean = h;
+  clean.seal_key_id = 0;
+  clean.seal_flags = 0;
+  std::memset(clean.seal_nonce, 0, sizeof(clean.seal_nonce));
+  std::memset(clean.seal_tag, 0, sizeof(clean.seal_tag));
+  std::memcpy(copy, &clean, sizeof(clean));
   LMC_RETURN_IF_ERROR(index_.Commit(key));
   if (disk_ && !disk_->Contains(key)) (void)write_behind_->TryPush(key);
   std::lock_guard<std::mutex> lock(stats_mu_);

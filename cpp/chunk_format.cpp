@@ -1,6 +1,9 @@
 #include "chunk_format.h"
 
 #include <xxhash.h>
+#if LMCACHE_XXH_DISPATCH
+#include <xxh_x86dispatch.h>  // the same functions, vectorised for this CPU at run time
+#endif
 
 #include <cstring>
 #include <string>
@@ -8,7 +11,7 @@
 
 namespace lmcache {
 
-ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t checksum, bool checksum_valid) {
+ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t checksum) {
   ChunkHeader h;
   std::memset(&h, 0, sizeof(h));
   h.magic = kChunkMagic;
@@ -24,7 +27,7 @@ ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t ch
   h.key_lo = key.lo;
   h.key_hi = key.hi;
   h.opaque_block_size = shape.opaque_block_size;
-  h.flags = checksum_valid ? kChecksumValid : 0;
+  h.flags = kChecksumValid;
   return h;
 }
 
@@ -45,13 +48,14 @@ Status ValidateHeader(const ChunkHeader& h, const ChunkShape& expected, const Ch
   return Status::Ok();
 }
 
-void SealRecord(uint8_t* record, const ChunkShape& shape) {
+Status VerifyChecksum(const uint8_t* record, const ChunkShape& shape) {
   ChunkHeader h;
   std::memcpy(&h, record, sizeof(h));
-  if (h.flags & kChecksumValid) return;
-  h.checksum = PayloadChecksum(record + sizeof(ChunkHeader), shape);
-  h.flags |= kChecksumValid;
-  std::memcpy(record, &h, sizeof(h));
+  if (!(h.flags & kChecksumValid)) return Status::Corrupt("record without a checksum");
+  if (PayloadChecksum(record + sizeof(ChunkHeader), shape) != h.checksum) {
+    return Status::Corrupt("payload checksum mismatch");
+  }
+  return Status::Ok();
 }
 
 uint64_t LayerChecksum(const uint8_t* data, size_t bytes) { return XXH3_64bits(data, bytes); }

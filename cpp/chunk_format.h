@@ -1,6 +1,6 @@
 // Stored chunk format, the same in memory, on disk and on the wire:
 //
-//   [ChunkHeader, 64 bytes][payload]
+//   [ChunkHeader, 128 bytes][payload]
 //   payload = layer-major: for each layer, for each plane (K, V), for each
 //             token, for each head: head_dim elements.
 //
@@ -8,7 +8,10 @@
 // With opaque blocks (kv_layout.h) each layer holds whole engine blocks in the
 // engine's own arrangement instead of tokens; the size is the same.
 // The checksum is XXH3-64 over the per-layer XXH3-64 digests, so the copy
-// threads can hash each layer while it is still in cache.
+// threads hash each layer while it is still in cache: every record gets it
+// when it is made, and it is checked again before the record leaves host
+// memory. A record that leaves for the disk tier is also sealed (record_seal.h:
+// a keyed MAC, optionally encryption) in the second half of the header.
 #pragma once
 
 #include <cstddef>
@@ -21,12 +24,13 @@
 namespace lmcache {
 
 constexpr uint32_t kChunkMagic = 0x4B434D4Cu;  // "LMCK" in little-endian memory
-constexpr uint16_t kChunkFormatVersion = 2;
-// ChunkHeader::flags. Without it the checksum field is not computed yet: a
-// record in host memory gets its checksum only when it leaves (disk, remote)
-// unless verify_l1_checksums asks for it at store time. Records on disk or
-// the wire always carry it.
+constexpr uint16_t kChunkFormatVersion = 3;
+// ChunkHeader::flags: the checksum field holds the payload's checksum (set on
+// every record this version makes; a record without it is refused).
 constexpr uint8_t kChecksumValid = 1;
+// ChunkHeader::seal_flags.
+constexpr uint8_t kSealed = 1;         // seal_key_id, seal_nonce and seal_tag are set
+constexpr uint8_t kSealEncrypted = 2;  // the payload is ciphertext
 
 struct ChunkHeader {
   uint32_t magic;
@@ -44,8 +48,15 @@ struct ChunkHeader {
   uint32_t opaque_block_size;  // 0: token-major payload; N: whole engine blocks of N tokens
   uint8_t flags;               // kChecksumValid
   uint8_t reserved[3];
+  // The seal (record_seal.h); all zero on a record in host memory.
+  uint64_t seal_key_id;
+  uint8_t seal_nonce[12];
+  uint8_t seal_flags;  // kSealed, kSealEncrypted
+  uint8_t reserved2[3];
+  uint8_t seal_tag[16];
+  uint8_t reserved3[24];
 };
-static_assert(sizeof(ChunkHeader) == 64, "the header is part of the on-disk format");
+static_assert(sizeof(ChunkHeader) == 128, "the header is part of the on-disk format");
 
 // The shape of a stored chunk (what must match between store and load).
 struct ChunkShape {
@@ -68,9 +79,9 @@ struct ChunkShape {
   uint64_t record_bytes() const { return sizeof(ChunkHeader) + payload_bytes(); }
 };
 
-ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t checksum, bool checksum_valid = true);
-// Fills in the checksum of a record whose header lacks it (the record must be whole).
-void SealRecord(uint8_t* record, const ChunkShape& shape);
+ChunkHeader MakeHeader(const ChunkShape& shape, const ChunkKey& key, uint64_t checksum);
+// Checks that a whole record's payload matches the checksum in its header.
+Status VerifyChecksum(const uint8_t* record, const ChunkShape& shape);
 
 // Checks magic, version, shape and key against what the reader expects.
 // Does not read the payload.

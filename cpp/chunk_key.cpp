@@ -1,6 +1,9 @@
 #include "chunk_key.h"
 
 #include <xxhash.h>
+#if LMCACHE_XXH_DISPATCH
+#include <xxh_x86dispatch.h>  // the same functions, vectorised for this CPU at run time
+#endif
 
 #include <cstdio>
 #include <cstring>

@@ -1,5 +1,7 @@
 #include "kv_layout.h"
 
+#include <cstdint>
+
 #include <string>
 
 namespace lmcache {
@@ -37,6 +39,7 @@ Status KVLayout::Validate() const {
   }
   if (num_heads == 0 || head_dim == 0) return bad("num_heads and head_dim must be positive");
   if (block_size == 0 || num_blocks == 0) return bad("block_size and num_blocks must be positive");
+  if (num_blocks > uint64_t(INT64_MAX) / block_size) return bad("num_blocks * block_size does not fit in int64");
   if (layer_base.size() != num_layers) {
     return bad("expected " + std::to_string(num_layers) + " layer base addresses, got " +
                std::to_string(layer_base.size()));

@@ -35,6 +35,10 @@ class [[nodiscard]] Status {
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status IoError(std::string m, int e = 0) { return {StatusCode::kIoError, std::move(m), e}; }
   static Status Closed() { return {StatusCode::kClosed, "the lmcache runtime is closed"}; }
+  static Status ForkedChild() {
+    return {StatusCode::kInvalidState,
+            "this lmcache runtime was created before a fork(): a child process must create its own"};
+  }
   static Status Corrupt(std::string m) { return {StatusCode::kCorrupt, std::move(m)}; }
   static Status InvalidState(std::string m) { return {StatusCode::kInvalidState, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
