@@ -25,6 +25,11 @@ from report import report
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
 
+from lmcache.record_key import derive_record_key  # noqa: E402
+
+# The remote tier seals every value; a benchmark's own secret (never one of a deployment).
+BENCH_SECRET = "bench-remote-secret-0123456789ab"
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,7 +71,8 @@ def main() -> None:
         dst = [torch.zeros_like(t) for t in kv]
         chunk_bytes = layers * 2 * chunk * heads * head_dim * 2
         cfg = lmcache.Config(chunk_size=chunk, l1_capacity_gb=(args.chunks + 2) * 32.01 / 1024,
-                             remote_url=server.url, remote_timeout_s=30, remote_queue_chunks=4 * args.chunks)
+                             remote_url=server.url, remote_timeout_s=30, remote_queue_chunks=4 * args.chunks,
+                             auth_secret=BENCH_SECRET)
         rng = np.random.default_rng(1)
         stores, loads = [], []
         with lmcache.CacheEngine(cfg, model_id="bench-l3") as e:
@@ -102,23 +108,25 @@ def main() -> None:
             e.register_kv_caches(kv)
             tokens = list(range(chunk))
             e.store(tokens, block_ids=np.arange(chunk // block))
-            record = e._runtime.export_record(e.chunk_keys(tokens)[0])
+            chunk_key = e.chunk_keys(tokens)[0]
+            record = e._runtime.export_record(chunk_key)
+        key = wire.RecordKey(derive_record_key(BENCH_SECRET.encode()))
         for codec in ("zstd", "lz4", "fp8"):
             t0 = time.perf_counter()
-            enc = wire.encode(record, codec)
+            enc = wire.encode(record, codec, chunk_key=chunk_key, key=key)
             t1 = time.perf_counter()
-            dec = wire.decode(enc, len(record))
+            dec = wire.decode(enc, chunk_key=chunk_key, expected_record_bytes=len(record), key=key)
             t2 = time.perf_counter()
             r[f"{codec}_size_ratio"] = len(enc) / len(record)
             r[f"{codec}_encode_gbps"] = len(record) / 1e9 / (t1 - t0)
             r[f"{codec}_decode_gbps"] = len(record) / 1e9 / (t2 - t1)
             if codec == "fp8":
-                a = torch.frombuffer(bytearray(record[64:]), dtype=torch.bfloat16).float()
-                b = torch.frombuffer(bytearray(dec[64:]), dtype=torch.bfloat16).float()
+                a = torch.frombuffer(bytearray(record[wire.RECORD_HEADER_BYTES:]), dtype=torch.bfloat16).float()
+                b = torch.frombuffer(bytearray(dec[wire.RECORD_HEADER_BYTES:]), dtype=torch.bfloat16).float()
                 r["fp8_max_abs_error_rel"] = float((a - b).abs().max() / a.abs().max())
                 r["fp8_rms_error_rel"] = float(((a - b) ** 2).mean().sqrt() / (a**2).mean().sqrt())
             else:
-                assert dec == record
+                assert bytes(dec) == record
     finally:
         server.stop()
 

@@ -15,8 +15,9 @@ import numpy as np
 
 from lmcache import _core
 from lmcache.config import Config
-from lmcache.errors import ClosedError, ConfigError, InvalidArgumentError
+from lmcache.errors import ClosedError, ConfigError, InvalidArgumentError, InvalidStateError
 from lmcache.layouts import TensorOrList, describe
+from lmcache.record_key import record_key
 
 _GIB = 1 << 30
 
@@ -49,6 +50,8 @@ class CacheEngine:
         self.config = config if config is not None else Config.load()
         if model_id and not self.config.model_id:
             self.config = self.config.replace(model_id=model_id)
+        key = record_key(self.config)  # None: the disk tier keeps a key of its own
+        self._pid = os.getpid()
         self._runtime = _core.Runtime(
             chunk_size=self.config.chunk_size,
             l1_capacity_bytes=int(self.config.l1_capacity_gb * _GIB),
@@ -59,16 +62,21 @@ class CacheEngine:
             tp_rank=tp_rank,
             tp_size=tp_size,
             verify_l1_checksums=self.config.verify_l1_checksums,
+            record_key=key or b"",
+            encrypt_records=self.config.encrypt_records,
             **self._disk_options(tp_rank, tp_size),
         )
         self._remote = None
         if self.config.remote_url:
-            from lmcache.remote import make_remote_tier
+            from lmcache.remote import RemoteTls, make_remote_tier
             from lmcache.remote.store import RemoteStore
 
-            tier = make_remote_tier(self.config.remote_url, timeout_s=self.config.remote_timeout_s)
+            c = self.config
+            tls = RemoteTls(c.remote_tls_ca_file, c.remote_tls_cert_file, c.remote_tls_key_file)
+            tier = make_remote_tier(c.remote_url, timeout_s=c.remote_timeout_s, tls=tls)
             self._remote = RemoteStore(self._runtime, tier, codec=self.config.remote_codec,
-                                       queue_chunks=self.config.remote_queue_chunks)
+                                       queue_chunks=self.config.remote_queue_chunks, record_key=key,
+                                       encrypt=self.config.encrypt_records)
         self._lock = threading.Lock()
         self._layout: Optional[_core.KVLayout] = None
         self._layout_name = "vllm_flash_attn"
@@ -83,7 +91,9 @@ class CacheEngine:
         if tp_size > 1:  # each shard owns its own directory (and lock)
             path = os.path.join(path, f"tp{tp_rank}-of-{tp_size}")
         try:
-            os.makedirs(path, exist_ok=True)
+            # Private from the start (the native tier refuses a directory others can write to).
+            os.makedirs(c.local_disk_path, mode=0o700, exist_ok=True)
+            os.makedirs(path, mode=0o700, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"config key 'local_disk_path': cannot use {path!r} as a directory: {e.strerror}") from None
         return {
@@ -100,8 +110,14 @@ class CacheEngine:
         """'io_uring' or 'threads' (' (buffered)' without O_DIRECT); '' without a disk tier."""
         return self._runtime.disk_backend
 
+    def _check_not_forked(self) -> None:
+        if os.getpid() != self._pid:
+            raise InvalidStateError("this lmcache engine was created before a fork(): its writer threads are not "
+                                    "in this process; create a new engine in the child")
+
     def flush_writes(self) -> None:
         """Waits until chunks queued for the disk and remote tiers are written."""
+        self._check_not_forked()
         self._runtime.flush_writes()
         if self._remote is not None:
             self._remote.flush()
@@ -178,9 +194,10 @@ class CacheEngine:
         `.finish()` waits for it and publishes the chunks. The engine must not
         overwrite the slots being stored until the copy is done."""
         tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
+        tensors = self._tensors_of(kv_caches)
         native = self._runtime.begin_store(tok, kv, slots, stream=_stream(kv, stream))
         remote_keys = (lambda: self._runtime.hash_tokens(tok[: len(slots)])) if self._remote is not None else None
-        return PendingStore(native, self._remote, remote_keys)
+        return PendingStore(native, self._remote, remote_keys, tensors)
 
     def load(
         self,
@@ -211,25 +228,24 @@ class CacheEngine:
         layout: Optional[str] = None,
         block_size: Optional[int] = None,
         stream: Optional[int] = None,
-    ) -> "_core.PendingLoad":
+    ) -> "PendingLoad":
         """The same load in steps, for layer-by-layer loading: returns a
         PendingLoad that holds the cached prefix (`.tokens` of them) until
         `.finish()`; `.load_layers(end)` moves the layers before `end`. With a
         GPU cache every copy is enqueued on `stream` and load_layers returns at
         once: record an event on that stream to wait for a layer."""
         tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
+        tensors = self._tensors_of(kv_caches)
         if self._remote is not None:
             self._fetch_remote_part(tok, len(slots))
-        return self._runtime.begin_load(tok, kv, slots, stream=_stream(kv, stream))
+        return PendingLoad(self._runtime.begin_load(tok, kv, slots, stream=_stream(kv, stream)), tensors)
 
     def _fetch_remote_part(self, tok, num_slots: int) -> None:
         """Brings the chunks of the wanted prefix that only the remote store has into host memory."""
         cs = self.chunk_size
         wanted = min(len(tok) // cs, -(-num_slots // cs))
-        local = self._runtime.lookup(tok) // cs
-        if local < wanted:
-            keys = self._runtime.hash_tokens(tok)
-            self._remote.fetch(keys[local:wanted])
+        if self._runtime.lookup(tok) // cs < wanted:
+            self._remote.fetch_into_runtime(self._runtime.hash_tokens(tok), wanted)
 
     # ------------------------------------------------------------- chunks named by the engine
     # SGLang names each page by a hash of its tokens and never hands lmcache
@@ -256,9 +272,10 @@ class CacheEngine:
         """store_ids in two steps (see begin_store)."""
         keys = self._runtime.keys_from_ids(list(ids))
         kv = self._resolve_layout(kv_caches, layout, block_size)
+        tensors = self._tensors_of(kv_caches)
         native = self._runtime.begin_store_keys(keys, kv, _int_array(slot_mapping, np.int64, "slot_mapping"),
                                                 stream=_stream(kv, stream))
-        return PendingStore(native, self._remote, lambda: keys)
+        return PendingStore(native, self._remote, lambda: keys, tensors)
 
     def load_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
                  layout: Optional[str] = None, block_size: Optional[int] = None,
@@ -272,21 +289,18 @@ class CacheEngine:
 
     def begin_load_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
                        layout: Optional[str] = None, block_size: Optional[int] = None,
-                       stream: Optional[int] = None) -> "_core.PendingLoad":
+                       stream: Optional[int] = None) -> "PendingLoad":
         """load_ids in steps (see begin_load)."""
         keys = self._runtime.keys_from_ids(list(ids))
         kv = self._resolve_layout(kv_caches, layout, block_size)
+        tensors = self._tensors_of(kv_caches)
         slots = _int_array(slot_mapping, np.int64, "slot_mapping")
         self._fetch_remote_keys(keys, len(slots))
-        return self._runtime.begin_load_keys(keys, kv, slots, stream=_stream(kv, stream))
+        return PendingLoad(self._runtime.begin_load_keys(keys, kv, slots, stream=_stream(kv, stream)), tensors)
 
     def _fetch_remote_keys(self, keys: list, num_slots: int) -> None:
-        if self._remote is None:
-            return
-        local = self._runtime.lookup_keys(keys)
-        wanted = min(len(keys), -(-num_slots // self.chunk_size))
-        if local < wanted:
-            self._remote.fetch(keys[local:wanted])
+        if self._remote is not None:
+            self._remote.fetch_into_runtime(keys, min(len(keys), -(-num_slots // self.chunk_size)))
 
     def pin(self, tokens) -> int:
         """Protects the cached chunks of a prefix from eviction; returns chunks pinned."""
@@ -312,6 +326,8 @@ class CacheEngine:
 
     def close(self) -> None:
         """Waits for calls in flight and frees the host tier. Later calls raise ClosedError."""
+        if os.getpid() != self._pid:
+            return  # a forked child's copy: the parent's threads, locks and directory are not its to close
         if self._remote is not None:
             self._remote.close()  # finishes queued writes first: they read host memory
         self._runtime.close()
@@ -329,7 +345,18 @@ class CacheEngine:
         self.close()
 
     # ------------------------------------------------------------- helpers
+    def _tensors_of(self, kv_caches):
+        """The tensors a handle must keep alive while it may still copy: those
+        given, or the registered ones (which a later registration may replace)."""
+        if kv_caches is not None:
+            return kv_caches
+        with self._lock:
+            return self._kv_caches
+
     def _resolve_layout(self, kv_caches, layout, block_size) -> _core.KVLayout:
+        if kv_caches is None and (layout is not None or block_size is not None):
+            raise InvalidArgumentError("layout= and block_size= describe kv_caches given in the same call; without "
+                                       "them the registered caches and their layout are used")
         if kv_caches is not None:
             # Other tensors in the registered layout unless told otherwise.
             described = describe(kv_caches, layout or self._layout_name, block_size=block_size or self._block_size)
@@ -354,21 +381,53 @@ class CacheEngine:
             raise InvalidArgumentError("give exactly one of slot_mapping and block_ids")
         if slot_mapping is not None:
             return _int_array(slot_mapping, np.int64, "slot_mapping")
-        blocks = _int_array(block_ids, np.int64, "block_ids")
-        bs = layout.block_size
-        if len(blocks) * bs < num_tokens:
-            raise InvalidArgumentError(
-                f"{len(blocks)} blocks of {bs} tokens cannot hold {num_tokens} tokens"
-            )
-        return (blocks[:, None] * bs + np.arange(bs, dtype=np.int64)).reshape(-1)[:num_tokens]
+        # Natively: every id is checked against the cache before it is multiplied.
+        return _core.slots_from_blocks(layout, _int_array(block_ids, np.int64, "block_ids"), num_tokens)
+
+
+class PendingLoad:
+    """A load begun by CacheEngine.begin_load: holds the cached prefix, and the
+    KV tensors it writes into, until finish() (or the end of a with block)."""
+
+    def __init__(self, native: "_core.PendingLoad", tensors) -> None:
+        self._native, self._tensors = native, tensors
+
+    @property
+    def tokens(self) -> int:
+        """Leading tokens the load delivers."""
+        return self._native.tokens
+
+    @property
+    def num_layers(self) -> int:
+        return self._native.num_layers
+
+    @property
+    def layers_done(self) -> int:
+        return self._native.layers_done
+
+    def load_layers(self, end_layer: int) -> None:
+        """Moves the layers before `end_layer` (on a GPU: enqueued on the load's stream)."""
+        self._native.load_layers(end_layer)
+
+    def finish(self) -> None:
+        """Waits for device copies and releases the chunks (idempotent)."""
+        self._native.finish()
+        self._tensors = None  # nothing writes into them any more
+
+    def __enter__(self) -> "PendingLoad":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
 
 
 class PendingStore:
     """A store begun by CacheEngine.begin_store; finish() publishes it (and
-    queues it for the remote tier)."""
+    queues it for the remote tier). Holds the KV tensors it reads from until then."""
 
-    def __init__(self, native: "_core.PendingStore", remote, remote_keys) -> None:
+    def __init__(self, native: "_core.PendingStore", remote, remote_keys, tensors) -> None:
         self._native, self._remote, self._remote_keys = native, remote, remote_keys
+        self._tensors = tensors
         self._done = False
 
     @property
@@ -379,6 +438,7 @@ class PendingStore:
     def finish(self) -> int:
         """Waits for the copy and publishes the chunks; returns the tokens stored."""
         stored = self._native.finish()
+        self._tensors = None
         if not self._done:
             self._done = True
             if self._remote is not None and stored:

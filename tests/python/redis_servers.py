@@ -3,7 +3,6 @@ no persistence, stopped by the fixtures (and killed if a test dies)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

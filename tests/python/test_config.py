@@ -29,7 +29,7 @@ def test_config_file_from_env(tmp_path):
 
 @pytest.mark.parametrize(
     "source",
-    ["yaml", "env", "overrides"],
+    ["yaml", "overrides"],
 )
 def test_unknown_key_names_key_and_allowed(tmp_path, source):
     path = None
@@ -55,7 +55,17 @@ def test_unknown_key_names_key_and_allowed(tmp_path, source):
         ("chunk_size", "many", "not an integer"),
         ("chunk_size", 0, "below the minimum"),
         ("chunk_size", 2.5, "not an integer"),
-        ("l1_capacity_gb", "lots", "not a number"),
+        ("l1_capacity_gb", "lots", "not a finite number"),
+        ("l1_capacity_gb", "nan", "not a finite number"),
+        ("l1_capacity_gb", float("inf"), "not a finite number"),
+        ("remote_timeout_s", "-inf", "not a finite number"),
+        ("disk_lock_timeout_s", float("nan"), "not a finite number"),
+        ("chunk_size", float("inf"), "not an integer"),
+        ("chunk_size", "9" * 5000, "not an integer"),
+        ("num_copy_threads", 100000, "above the maximum"),
+        ("chunk_size", 1 << 30, "above the maximum"),
+        ("remote_timeout_s", 1e9, "above the maximum"),
+        ("fault_load_rate", 2.0, "above the maximum"),
         ("l1_capacity_gb", -1, "below the minimum"),
         ("eviction_policy", "fifo", "'lru'"),
         ("verify_l1_checksums", "maybe", "true or false"),
@@ -90,3 +100,43 @@ def test_frozen_and_replace():
     with pytest.raises(ConfigError):
         c.replace(nope=1)
     assert "chunk_size" in Config.describe()
+
+
+def test_unrelated_environment_variable_warns_and_starts(caplog):
+    """Other software shares the LMCACHE_ prefix: a variable that is not a key
+    is named once in a warning and never stops start-up."""
+    env = {"LMCACHE_SOMETHING_ELSE": "1", "LMCACHE_CHUNK_SIZE": "32"}
+    with caplog.at_level("WARNING", logger="lmcache.config"):
+        assert Config.load(env=env).chunk_size == 32
+        Config.load(env=env)
+    named = [r for r in caplog.records if "LMCACHE_SOMETHING_ELSE" in r.getMessage()]
+    assert len(named) == 1
+
+
+def test_repr_shows_no_secret_or_password():
+    c = Config(auth_secret="s3cr3t-value-0123456789", remote_url="redis://user:pa@ss:w0rd@cache-host:6379/0")
+    text = repr(c)
+    assert "s3cr3t" not in text and "pa@ss" not in text and "w0rd" not in text and "ss:w" not in text
+    assert "cache-host:6379/0" in text and "user" in text
+    assert "s3cr3t" not in str(c)
+
+
+@pytest.mark.parametrize("url", [
+    "redis://u:XpassX@YpassY:ZpassZ@h:1/0",
+    "rediss://:XpassX@YpassY@h:1",
+    "redis+cluster://u:XpassX@YpassY@h1:1,h2:2",
+    "redis://u:XpassX@h",
+])
+def test_redact_url_hides_every_part_of_the_password(url):
+    from lmcache.config import redact_url
+
+    shown = redact_url(url)
+    for piece in ("XpassX", "YpassY", "ZpassZ"):
+        assert piece not in shown
+    assert "***" in shown and shown.endswith(url.rsplit("@", 1)[1])
+
+
+def test_bad_secret_value_is_not_echoed():
+    with pytest.raises(ConfigError) as e:
+        Config.load(env={}, overrides={"auth_secret": 12345678901234567})
+    assert "12345678901234567" not in str(e.value)

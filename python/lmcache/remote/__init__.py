@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 from lmcache.errors import ConfigError
-from lmcache.remote.base import RemoteTier, RemoteUnavailable
+from lmcache.remote.base import RemoteTier, RemoteTls, RemoteUnavailable
 
 # scheme -> (module, class)
 _BACKENDS = {
@@ -22,14 +22,16 @@ _BACKENDS = {
 }
 
 
-def make_remote_tier(url: str, *, timeout_s: float) -> RemoteTier:
+def make_remote_tier(url: str, *, timeout_s: float, tls: RemoteTls | None = None) -> RemoteTier:
+    """The tier for `url`; `tls` names the CA bundle / client certificate files of a TLS URL."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in _BACKENDS:
-        raise ConfigError(f"config key 'remote_url': unknown scheme {scheme!r}; allowed: {', '.join(_BACKENDS)}")
+        shown = repr(scheme) if scheme.replace("+", "").isalnum() else "(not a scheme)"  # never echo a password
+        raise ConfigError(f"config key 'remote_url': unknown scheme {shown}; allowed: {', '.join(_BACKENDS)}")
     if scheme == "valkey":
         url = "redis" + url[len("valkey"):]
     module, cls = _BACKENDS[scheme]
-    return getattr(importlib.import_module(module), cls)(url, timeout_s=timeout_s)
+    return getattr(importlib.import_module(module), cls)(url, timeout_s=timeout_s, tls=tls or RemoteTls())
 
 
-__all__ = ["RemoteTier", "RemoteUnavailable", "make_remote_tier"]
+__all__ = ["RemoteTier", "RemoteTls", "RemoteUnavailable", "make_remote_tier"]

@@ -10,11 +10,23 @@ values are wire-encoded records (lmcache.remote.wire).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 
 class RemoteUnavailable(Exception):
     """The remote store could not answer (in time). Never carries a secret."""
+
+
+class RemoteTls(NamedTuple):
+    """Files for a TLS connection (PEM); empty strings for the defaults. The
+    server's certificate is always verified, host name included."""
+
+    ca_file: str = ""  # CA bundle the server's certificate must chain to ("": the system's)
+    cert_file: str = ""  # client certificate, for servers that require one
+    key_file: str = ""  # its private key
+
+    def any(self) -> bool:
+        return bool(self.ca_file or self.cert_file or self.key_file)
 
 
 class RemoteTier(ABC):

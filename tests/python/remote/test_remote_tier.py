@@ -5,61 +5,23 @@ as a miss, tenant isolation, codecs, no secrets in messages."""
 import logging
 import time
 
-import numpy as np
 import pytest
-import torch
+from remote_helpers import BS, KEY_A, NB, cache, engine, load_into_fresh, same_blocks, store_and_flush, toks
 
 import lmcache
-from lmcache.remote import wire
+from lmcache.remote import make_remote_tier, wire
 from lmcache.remote.redis_tier import redact
 
 pytest.importorskip("redis")
-
-L, NB, BS, H, D = 2, 32, 16, 2, 64
-
-
-def cache(fill=True):
-    make = torch.randn if fill else torch.zeros
-    return [make(2, NB, BS, H, D) for _ in range(L)]
-
-
-def engine(url, **kw):
-    kw.setdefault("remote_timeout_s", 1.0)
-    cfg = lmcache.Config(chunk_size=32, l1_capacity_gb=0.02, remote_url=url, **kw)
-    return lmcache.CacheEngine(cfg, model_id="remote-test")
-
-
-def toks(seed, n=128):
-    return np.random.default_rng(seed).integers(0, 30000, size=n).tolist()
-
-
-def store_and_flush(e, src, t, blocks):
-    e.register_kv_caches(src)
-    assert e.store(t, block_ids=blocks) == len(t)
-    e.flush_writes()
-
-
-def load_into_fresh(url, t, **kw):
-    """A second engine (empty host memory) loads `t` through the remote store."""
-    dst = cache(fill=False)
-    with engine(url, **kw) as e:
-        e.register_kv_caches(dst)
-        hit = e.lookup(t)
-        n = e.load(t, block_ids=list(range(len(t) // BS)))
-        return hit, n, dst, e.stats()
-
-
-def same_blocks(src, dst, src_blocks, n_blocks):
-    return all(torch.equal(a[:, src_blocks[:n_blocks]], b[:, :n_blocks]) for a, b in zip(src, dst))
 
 
 @pytest.mark.parametrize("codec", ["none", "zstd", "lz4"])
 def test_single_server_round_trip_between_engines(redis_server, codec):
     src, t, blocks = cache(), toks(1), list(range(8, 16))
-    with engine(redis_server.url, remote_codec=codec) as a:
+    with engine(redis_server.url, codec=codec) as a:
         store_and_flush(a, src, t, blocks)
         assert a.stats()["remote_puts"] == 4
-    hit, n, dst, s = load_into_fresh(redis_server.url, t, remote_codec=codec)
+    hit, n, dst, s = load_into_fresh(redis_server.url, t, codec=codec)
     assert hit == 128 and n == 128 and s["imported_chunks"] == 4
     assert same_blocks(src, dst, blocks, 8)  # lossless: byte-identical
 
@@ -82,7 +44,7 @@ def test_cluster_round_trip_spreads_keys(redis_cluster):
 def test_server_never_started_is_a_miss():
     url = "redis://127.0.0.1:1"  # nothing listens there
     src, t = cache(), toks(2)
-    with engine(url, remote_timeout_s=0.3) as e:
+    with engine(url, timeout_s=0.3) as e:
         e.register_kv_caches(src)
         assert e.store(t, block_ids=list(range(8))) == 128  # host memory still works
         e.flush_writes()
@@ -93,7 +55,7 @@ def test_server_never_started_is_a_miss():
 
 def test_killed_restarted_reconnects(redis_server):
     src, t1, t2 = cache(), toks(4), toks(5)
-    with engine(redis_server.url, remote_timeout_s=0.5) as e:
+    with engine(redis_server.url, timeout_s=0.5) as e:
         e.register_kv_caches(src)
         store_and_flush(e, src, t1, list(range(8)))
         redis_server.kill()
@@ -115,7 +77,7 @@ def test_killed_restarted_reconnects(redis_server):
 
 def test_slow_server_times_out_as_a_miss(redis_server):
     src, t = cache(), toks(6)
-    with engine(redis_server.url, remote_timeout_s=0.3) as e:
+    with engine(redis_server.url, timeout_s=0.3) as e:
         store_and_flush(e, src, t, list(range(8)))
         e.clear()
         redis_server.cli("client", "pause", "1500", "ALL")  # the server stalls every client for 1.5 s
@@ -159,7 +121,8 @@ def test_corrupt_record_inside_a_valid_wire_value(redis_server):
         keys = a.chunk_keys(t)
         record = bytearray(a._runtime.export_record(keys[1]))
     record[1000] ^= 0xFF
-    redis.Redis(port=redis_server.port).set("lmcache:" + keys[1], wire.encode(bytes(record), "none"))
+    value = wire.encode(bytes(record), "none", chunk_key=keys[1], key=wire.RecordKey(KEY_A))
+    redis.Redis(port=redis_server.port).set("lmcache:" + keys[1], value)
     hit, n, _, s = load_into_fresh(redis_server.url, t)
     assert n == 32 and s["load_errors"] == 1
 
@@ -200,7 +163,7 @@ def test_password_never_in_logs_or_errors(caplog):
     try:
         caplog.set_level(logging.DEBUG)
         bad = f"redis://:wrong-pw-123@127.0.0.1:{server.port}"
-        with engine(bad, remote_timeout_s=0.3) as e:
+        with engine(bad, timeout_s=0.3) as e:
             e.register_kv_caches(cache())
             e.store(toks(1), block_ids=list(range(8)))
             e.flush_writes()
@@ -211,7 +174,6 @@ def test_password_never_in_logs_or_errors(caplog):
         text = caplog.text
         assert "wrong-pw-123" not in text and "s3cr3t-pw" not in text
         assert "***" in redact(bad) and "wrong-pw-123" not in redact(bad)
-        hit, n, _, _ = (0, 0, None, None)
         with engine(server.url) as ok:  # the right password works
             ok.register_kv_caches(cache())
             ok.store(toks(2), block_ids=list(range(8)))
@@ -223,12 +185,12 @@ def test_password_never_in_logs_or_errors(caplog):
 
 def test_fp8_codec_is_lossy_but_close(redis_server):
     src, t = cache(), toks(11)
-    with engine(redis_server.url, remote_codec="fp8") as a:
+    with engine(redis_server.url, codec="fp8") as a:
         store_and_flush(a, src, t, list(range(8)))
         s = a.stats()
         ratio = s["remote_put_bytes"] / s["remote_put_record_bytes"]
     assert ratio < 0.3  # float32 -> e4m3 plus scales
-    hit, n, dst, _ = load_into_fresh(redis_server.url, t, remote_codec="fp8")
+    hit, n, dst, _ = load_into_fresh(redis_server.url, t, codec="fp8")
     assert n == 128
     for a, b in zip(src, dst):
         ref = a[:, :8]
@@ -238,6 +200,6 @@ def test_fp8_codec_is_lossy_but_close(redis_server):
 
 def test_bad_urls_are_config_errors():
     with pytest.raises(lmcache.ConfigError, match="remote_url"):
-        engine("memcached://127.0.0.1:11211")
+        make_remote_tier("memcached://127.0.0.1:11211", timeout_s=1)
     with pytest.raises(lmcache.ConfigError, match="port"):
-        engine("redis://127.0.0.1:notaport")
+        make_remote_tier("redis://127.0.0.1:notaport", timeout_s=1)

@@ -181,7 +181,8 @@ def main() -> None:
 
     # Remote tier: two engine processes share one Redis server (no disk).
     if len(sys.argv) > 2:
-        remote_cfg = {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "remote_url": sys.argv[2]}
+        remote_cfg = {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "remote_url": sys.argv[2],
+                      "auth_secret": "vllm-test-remote-secret-0123456"}
         eid = f"remote1-{uuid.uuid4()}"
         llm = make_llm(model, remote_cfg, eid)
         res["remote_first"] = generate(llm, [A])[0]
