@@ -10,7 +10,9 @@ with_sglang=1
 
 # System packages: build dependencies of the native core, and the servers and
 # tools the tests and benchmarks use.
-apt_packages=(pkg-config libxxhash-dev liburing-dev redis-server fio)
+# libssl-dev: records are sealed with OpenSSL's libcrypto; clang and
+# libclang-rt-14-dev: the libFuzzer targets (scripts/fuzz.sh).
+apt_packages=(pkg-config libxxhash-dev liburing-dev libssl-dev redis-server fio clang libclang-rt-14-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,7 +35,7 @@ fi
 
 # Build and test dependencies from PyPI.
 "$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy transformers \
-  redis hiredis zstandard lz4
+  redis hiredis zstandard lz4 cryptography atheris
 
 # SGLang pins its own torch, so it lives in its own virtual environment (~11 GB,
 # ~3.5 minutes the first time), with lmcache installed there too.
@@ -44,7 +46,8 @@ if ((with_sglang)); then
     "$PY" -m venv "$SGLANG_VENV"
     "$SGLANG_VENV/bin/pip" install -q "sglang==0.5.23"
   fi
-  "$SGLANG_VENV/bin/pip" install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy
+  "$SGLANG_VENV/bin/pip" install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy \
+    cryptography
 fi
 
 # lmcache itself, from this checkout (a different project named lmcache is on PyPI).

@@ -140,3 +140,11 @@ def test_bad_secret_value_is_not_echoed():
     with pytest.raises(ConfigError) as e:
         Config.load(env={}, overrides={"auth_secret": 12345678901234567})
     assert "12345678901234567" not in str(e.value)
+
+
+def test_yaml_constructor_errors_are_config_errors(tmp_path):
+    # Found by tests/fuzz/fuzz_config.py: YAML's float constructor raised a bare ValueError.
+    path = tmp_path / "c.yaml"
+    path.write_text("chunk_size: !!float 1e1,b}]\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        Config.load(str(path), env={})
