@@ -5,164 +5,465 @@ worker-side connector (which owns the KV tensors and so lmcache's host tier)
 in each worker process. The scheduler asks every TP rank how many leading
 tokens of a prompt it holds and takes the minimum.
 
-Transport: a Unix socket in the abstract namespace (nothing on disk to clean
-up), named after vLLM's engine id and the rank. Frames are little-endian:
+Who may connect: only processes of the engine's own user, three times over.
+  * The socket is a file (mode 0600) in a private directory (mode 0700, owned
+    by this euid) whose name both sides derive from vLLM's engine id and the
+    euid, under $XDG_RUNTIME_DIR when that is ours, else the temp dir. A
+    directory of that name that is not ours or not 0700 is refused.
+  * The server reads the peer's credentials (SO_PEERCRED) and closes a
+    connection from any other uid at once.
+  * Each server writes a random secret to a 0600 file beside its socket; the
+    first frame of a connection must carry it, or nothing (clearing included)
+    is answered. The client, in turn, checks the directory and that the server
+    runs as its own uid before it sends a prompt.
 
-    request  = op (1 byte) | n (u32) | n token ids (u32 each)
-    reply L  = hit tokens (u64)
-    reply S  = length (u32) | JSON stats
-    op C     = clear the host tier (n = 0) or every tier (n = 1); reply u64 removed
+Frames are little-endian:
 
-Any failure (no server, timeout, bad reply) is a miss for that lookup, never a
-hang: sockets have timeouts and a broken connection is dropped and retried on
-the next call.
+    request  = op (1 byte) | n (u32) | body
+      op H   n = 32, body = the secret; the first frame, and only there
+      op L   body = n token ids (u32 each), n <= max_tokens; reply u64 hit tokens
+      op S   n = 0; reply length (u32) | JSON stats
+      op C   n = 0 clears the host tier, n = 1 every tier; reply u64 chunks removed
+
+Bounds: a header is checked before its body is read (a bad length allocates
+nothing), bodies are read in 64 KiB pieces, a frame must arrive within the
+server's idle timeout (so must the next one), and past max_connections a new
+connection is closed at once. A malformed frame closes its connection and is
+counted; the server keeps serving the others.
+
+On the client, any failure (no server, timeout, bad reply) is a miss for that
+lookup, never a hang: a broken connection is dropped and reopened next call.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import hmac
 import json
 import logging
+import os
+import secrets
 import socket
+import stat
 import struct
+import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
+OP_HELLO = b"H"
 OP_LOOKUP = b"L"
 OP_STATS = b"S"
 OP_CLEAR = b"C"
 _HEADER = struct.Struct("<cI")
-_MAX_TOKENS = 1 << 26
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+SECRET_BYTES = 32
+# 16 MiB of token ids. Hits are prefixes, so a longer prompt is looked up by
+# its first MAX_TOKENS tokens: a smaller hit at worst, never a wrong one.
+MAX_TOKENS = 1 << 22
+_MAX_STATS_REPLY = 64 << 20
+_RECV_PIECE = 64 << 10
+_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the trailing NUL
+COUNTERS = ("refused_peers", "refused_over_cap", "auth_failures", "malformed_frames", "idle_timeouts")
+
+
+# ---------------------------------------------------------------- frames (pure)
+class FrameError(ValueError):
+    """A malformed request: the server closes the connection and counts it."""
+
+
+class AuthError(FrameError):
+    """A connection whose first frame is not the server's secret."""
+
+
+class PeerClosed(ConnectionError):
+    """The connection (or the input) ended before a whole frame arrived."""
+
+
+@dataclass(frozen=True)
+class Request:
+    op: bytes
+    n: int
+    body: bytes = b""
+
+    def tokens(self) -> np.ndarray:
+        return np.frombuffer(self.body, dtype="<u4")
+
+
+def read_request(read: Callable[[int], bytes], first: bool, max_tokens: int = MAX_TOKENS) -> Request:
+    """Parses one request frame. read(k) returns exactly k bytes or raises
+    PeerClosed. The header is checked before the body is read, so a bad
+    length costs nothing. Raises FrameError (AuthError for a first frame that
+    is not a hello) on anything malformed."""
+    op, n = _HEADER.unpack(read(_HEADER.size))
+    if first and op != OP_HELLO:
+        raise AuthError(f"the first frame must carry the secret, not op {op!r}")
+    body_len = _body_length(op, n, first, max_tokens)
+    return Request(op, n, read(body_len) if body_len else b"")
+
+
+def _body_length(op: bytes, n: int, first: bool, max_tokens: int) -> int:
+    if op == OP_HELLO and first and n == SECRET_BYTES:
+        return n
+    if op == OP_LOOKUP and n <= max_tokens:
+        return 4 * n
+    if (op == OP_STATS and n == 0) or (op == OP_CLEAR and n in (0, 1)):
+        return 0
+    raise FrameError(f"bad request header: op {op!r}, n {n}")
+
+
+# ---------------------------------------------------------------- paths and credentials
+def lookup_dir(engine_id: str) -> str:
+    """The engine's private directory: the scheduler, the workers and tools of
+    the same user all derive the same path from the engine id."""
+    euid = os.geteuid()
+    digest = hashlib.sha256(engine_id.encode()).hexdigest()[:24]  # any engine id, a short safe name
+    return os.path.join(_base_dir(euid), f"lmcache-lookup-{euid}-{digest}")
+
+
+def _base_dir(euid: int) -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        try:
+            st = os.stat(runtime)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == euid and not st.st_mode & 0o022:
+                return runtime
+        except OSError:
+            pass
+    return tempfile.gettempdir()
 
 
 def socket_name(engine_id: str, rank: int) -> str:
-    # Leading NUL: Linux abstract namespace.
-    return f"\0lmcache-lookup-{engine_id}-{rank}"
+    return os.path.join(lookup_dir(engine_id), f"rank-{rank}.sock")
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
+def _secret_path(sock_path: str) -> str:
+    return os.path.splitext(sock_path)[0] + ".key"
+
+
+def check_private_dir(path: str) -> None:
+    """Raises PermissionError unless path is a real directory of this euid with mode 0700."""
+    st = os.lstat(path)
+    euid = os.geteuid()
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != euid or mode != 0o700:
+        raise PermissionError(f"lmcache refuses {path}: it must be a directory of uid {euid} with mode 0700 "
+                              f"(found uid {st.st_uid}, mode {oct(mode)}, directory: {stat.S_ISDIR(st.st_mode)})")
+
+
+def _make_private_dir(path: str) -> None:
+    try:
+        os.mkdir(path, 0o700)
+        os.chmod(path, 0o700)  # the umask may have taken bits away
+    except FileExistsError:
+        pass  # another rank made it, or an earlier run: checked below like any other
+    check_private_dir(path)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    _, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return uid
+
+
+def _write_secret(path: str, secret: bytes) -> None:
+    """Written whole under a temporary name, then renamed: a reader never sees half a secret."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)  # left by a dead process of the same pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, secret)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _read_secret(sock_path: str) -> bytes:
+    fd = os.open(_secret_path(sock_path), os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise PermissionError(f"{_secret_path(sock_path)} is not this user's")
+        secret = os.read(fd, SECRET_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(secret) != SECRET_BYTES:
+        raise ConnectionError(f"{_secret_path(sock_path)} does not hold a secret")
+    return secret
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: Optional[float] = None, limit: int = 1 << 62) -> bytes:
+    """n bytes, read in 64 KiB pieces so memory grows only with what arrived;
+    with a deadline, the whole read must be done by then (socket.timeout)."""
+    if n > limit:
+        raise ConnectionError(f"a reply of {n} bytes is past the limit of {limit}")
+    pieces, got = [], 0
     while got < n:
-        r = sock.recv_into(view[got:], n - got)
-        if r == 0:
-            raise ConnectionError("peer closed the connection")
-        got += r
-    return bytes(buf)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the frame did not arrive in time")
+            sock.settimeout(left)
+        piece = sock.recv(min(n - got, _RECV_PIECE))
+        if not piece:
+            raise PeerClosed("peer closed the connection")
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
 
 
+# ---------------------------------------------------------------- server
 class LookupServer:
-    """Answers lookups for one worker from a daemon thread (the native lookup releases the GIL)."""
+    """Answers one worker's lookups: an accept thread and one thread per
+    connection, at most max_connections of them (the native lookup releases
+    the GIL). Idle or slow peers are dropped after idle_timeout_s."""
 
-    def __init__(self, name: str, lookup: Callable[[np.ndarray], int], stats: Callable[[], dict],
-                 clear: Optional[Callable[[bool], int]] = None) -> None:
+    def __init__(self, path: str, lookup: Callable[[np.ndarray], int], stats: Callable[[], dict],
+                 clear: Optional[Callable[[bool], int]] = None, *, max_connections: int = 8,
+                 idle_timeout_s: float = 60.0, max_tokens: int = MAX_TOKENS) -> None:
+        if not os.path.isabs(path) or len(os.fsencode(path)) > _UNIX_PATH_MAX:
+            raise ValueError(f"the lookup socket needs an absolute path of at most {_UNIX_PATH_MAX} bytes: {path!r}")
         self._lookup, self._stats, self._clear = lookup, stats, clear
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(name)
-        self._sock.listen(16)
-        self._closed = False
+        self._path, self._secret_file = path, _secret_path(path)
+        self._max_connections, self._idle_timeout, self._max_tokens = max_connections, idle_timeout_s, max_tokens
+        self._euid = os.geteuid()
+        self._secret = secrets.token_bytes(SECRET_BYTES)
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
+        self._closed = False
+        _make_private_dir(os.path.dirname(path))
+        self._sock = _bind_fresh(path)
+        # Bound but not listening: a client can connect only once the new secret is in place.
+        _write_secret(self._secret_file, self._secret)
+        self._inodes = {p: os.lstat(p).st_ino for p in (path, self._secret_file)}
+        self._sock.listen(16)
         self._thread = threading.Thread(target=self._accept_loop, name="lmcache-lookup", daemon=True)
         self._thread.start()
 
+    def stats(self) -> dict:
+        with self._lock:
+            return {f"lookup_rpc_{k}": v for k, v in self.counters.items()}
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] += 1
+
     def _accept_loop(self) -> None:
-        while not self._closed:
+        while True:
             try:
                 conn, _ = self._sock.accept()
             except OSError:
                 return  # closed
-            with self._conns_lock:
-                if self._closed:
-                    conn.close()
-                    return
-                self._conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), name="lmcache-lookup-conn", daemon=True).start()
+            if self._admit(conn):
+                threading.Thread(target=self._serve, args=(conn,), name="lmcache-lookup-conn", daemon=True).start()
+            else:
+                conn.close()
+
+    def _admit(self, conn: socket.socket) -> bool:
+        try:
+            uid = peer_uid(conn)
+        except OSError:
+            uid = -1
+        if uid != self._euid:
+            self._count("refused_peers")
+            return False
+        with self._lock:
+            if self._closed:
+                return False
+            if len(self._conns) >= self._max_connections:
+                self.counters["refused_over_cap"] += 1
+                return False
+            self._conns.add(conn)
+        return True
 
     def _serve(self, conn: socket.socket) -> None:
         try:
-            self._serve_loop(conn)
-        finally:
-            with self._conns_lock:
-                self._conns.discard(conn)
+            self._serve_connection(conn)
+        except AuthError:
+            self._count("auth_failures")
+        except FrameError as e:
+            self._count("malformed_frames")
+            logger.warning("lmcache lookup server: %s; closing that connection", e)
+        except socket.timeout:
+            self._count("idle_timeouts")
+        except OSError:
+            pass  # the peer went away (PeerClosed is one)
+        except Exception as e:  # a stats or clear callback failed: that client gets a closed connection
+            logger.warning("lmcache lookup server: %s", e)
+        finally:  # counted, closed, then let go of: a peer that sees the close sees the count
             conn.close()
+            with self._lock:
+                self._conns.discard(conn)
 
-    def _serve_loop(self, conn: socket.socket) -> None:
-        while True:
+    def _serve_connection(self, conn: socket.socket) -> None:
+        hello = self._next_request(conn, first=True)
+        if hello is None:
+            return
+        if not hmac.compare_digest(hello.body, self._secret):
+            raise AuthError("wrong secret")
+        while (request := self._next_request(conn, first=False)) is not None:
+            reply = self._answer(request)
+            conn.settimeout(self._idle_timeout)  # a peer that does not read its reply is dropped too
+            conn.sendall(reply)
+
+    def _next_request(self, conn: socket.socket, first: bool) -> Optional[Request]:
+        """The next whole frame, or None if the peer closed between frames.
+        The peer may be idle up to idle_timeout_s, then has as long again to
+        send the whole frame."""
+        conn.settimeout(self._idle_timeout)
+        if not conn.recv(1, socket.MSG_PEEK):
+            return None
+        deadline = time.monotonic() + self._idle_timeout
+        return read_request(lambda k: _recv_exact(conn, k, deadline), first, self._max_tokens)
+
+    def _answer(self, request: Request) -> bytes:
+        if request.op == OP_LOOKUP:
             try:
-                op, n = _HEADER.unpack(_recv_exact(conn, _HEADER.size))
-                if op == OP_CLEAR:
-                    removed = self._clear(n == 1) if self._clear else 0
-                    conn.sendall(struct.pack("<Q", removed))
-                    continue
-                if n > _MAX_TOKENS:
-                    return
-                tokens = np.frombuffer(_recv_exact(conn, 4 * n), dtype="<u4") if n else np.empty(0, "<u4")
-                if op == OP_LOOKUP:
-                    try:
-                        hit = self._lookup(tokens)
-                    except Exception as e:  # a lookup error is a miss, reported once per call
-                        logger.warning("lmcache lookup failed: %s", e)
-                        hit = 0
-                    conn.sendall(struct.pack("<Q", hit))
-                elif op == OP_STATS:
-                    body = json.dumps(self._stats()).encode()
-                    conn.sendall(struct.pack("<I", len(body)) + body)
-                else:
-                    return
-            except (ConnectionError, OSError, struct.error):
-                return
+                hit = self._lookup(request.tokens())
+            except Exception as e:  # a lookup error is a miss, reported once per call
+                logger.warning("lmcache lookup failed: %s", e)
+                hit = 0
+            return _U64.pack(hit)
+        if request.op == OP_STATS:
+            body = json.dumps(self._stats()).encode()
+            return _U32.pack(len(body)) + body
+        removed = self._clear(request.n == 1) if self._clear else 0  # OP_CLEAR, the only op left
+        return _U64.pack(removed)
 
     def close(self) -> None:
-        self._closed = True
-        for s in [self._sock, *self._snapshot_conns()]:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns = list(self._conns)
+        for s in [self._sock, *conns]:
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         self._sock.close()
+        self._thread.join(timeout=5)
+        self._remove_files()
 
-    def _snapshot_conns(self) -> list[socket.socket]:
-        with self._conns_lock:
-            return list(self._conns)
+    def _remove_files(self) -> None:
+        # Only our own files: a newer server on the same path may have replaced them.
+        for path, ino in self._inodes.items():
+            try:
+                if os.lstat(path).st_ino == ino:
+                    os.unlink(path)
+            except OSError:
+                pass
+        try:
+            os.rmdir(os.path.dirname(self._path))  # fails while another rank's socket is there
+        except OSError:
+            pass
+
+
+def _bind_fresh(path: str) -> socket.socket:
+    if os.path.lexists(path):
+        if _is_live(path):
+            raise OSError(errno.EADDRINUSE, f"a lookup server already serves {path}")
+        os.unlink(path)  # left by a process that died without closing
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _is_live(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+
+
+# ---------------------------------------------------------------- client
+def open_connection(path: str, timeout_s: float) -> socket.socket:
+    """A connection to the lookup server at path, its secret already sent.
+    Raises OSError (PermissionError when something is not this user's)."""
+    check_private_dir(os.path.dirname(path))
+    secret = _read_secret(path)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout_s)
+        s.connect(path)
+        if peer_uid(s) != os.geteuid():  # never send a prompt to another user's process
+            raise PermissionError(f"the lookup server at {path} runs as another user")
+        s.sendall(_HEADER.pack(OP_HELLO, SECRET_BYTES) + secret)
+        return s
+    except BaseException:
+        s.close()
+        raise
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True when the server has closed this idle connection (it drops idle
+    peers) or left bytes nobody asked for: either way, start afresh."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
 
 
 class LookupClient:
     """Used by the scheduler: min over the ranks' hits; 0 on any failure."""
 
-    def __init__(self, engine_id: str, ranks: Sequence[int], timeout_s: float) -> None:
-        self._names = [socket_name(engine_id, r) for r in ranks]
+    def __init__(self, engine_id: str, ranks: Sequence[int], timeout_s: float, max_tokens: int = MAX_TOKENS) -> None:
+        self._paths = [socket_name(engine_id, r) for r in ranks]
         self._timeout = timeout_s
-        self._socks: list[Optional[socket.socket]] = [None] * len(self._names)
+        self._max_tokens = max_tokens
+        self._socks: list[Optional[socket.socket]] = [None] * len(self._paths)
         self.errors = 0
 
     def lookup(self, token_ids: Sequence[int]) -> int:
-        tokens = np.asarray(token_ids, dtype="<u4")
+        tokens = np.asarray(token_ids, dtype="<u4")[: self._max_tokens]
         frame = _HEADER.pack(OP_LOOKUP, len(tokens)) + tokens.tobytes()
         hit = None
-        for i in range(len(self._names)):
+        for i in range(len(self._paths)):
             try:
                 sock = self._connect(i)
                 sock.sendall(frame)
-                (rank_hit,) = struct.unpack("<Q", _recv_exact(sock, 8))
-            except (OSError, ConnectionError, struct.error) as e:
+                (rank_hit,) = _U64.unpack(_recv_exact(sock, _U64.size))
+            except (OSError, struct.error) as e:
                 self._drop(i)
                 self.errors += 1
-                logger.warning("lmcache lookup on %s failed (%s); treating it as a miss", self._names[i][1:], e)
+                logger.warning("lmcache lookup on %s failed (%s); treating it as a miss", self._paths[i], e)
                 return 0
             hit = rank_hit if hit is None else min(hit, rank_hit)
         return hit or 0
 
     def _connect(self, i: int) -> socket.socket:
+        if self._socks[i] is not None and _closed_by_peer(self._socks[i]):
+            self._drop(i)
         if self._socks[i] is None:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self._timeout)
-            s.connect(self._names[i])
-            self._socks[i] = s
+            self._socks[i] = open_connection(self._paths[i], self._timeout)
         return self._socks[i]
 
     def _drop(self, i: int) -> None:
@@ -176,19 +477,16 @@ class LookupClient:
 
 
 def clear_worker_cache(engine_id: str, rank: int = 0, *, include_disk: bool = False, timeout_s: float = 30.0) -> int:
-    """Drops a vLLM worker's cached chunks (host tier only, or every tier); returns how many."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout_s)
-        s.connect(socket_name(engine_id, rank))
+    """Drops a vLLM worker's cached chunks (host tier only, or every tier); returns how many.
+    Only a process of the engine's own user can do it."""
+    with open_connection(socket_name(engine_id, rank), timeout_s) as s:
         s.sendall(_HEADER.pack(OP_CLEAR, 1 if include_disk else 0))
-        return struct.unpack("<Q", _recv_exact(s, 8))[0]
+        return _U64.unpack(_recv_exact(s, _U64.size))[0]
 
 
 def query_worker_stats(engine_id: str, rank: int = 0, timeout_s: float = 5.0) -> dict:
-    """The lmcache stats of one vLLM worker (for tools and tests, from any process)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout_s)
-        s.connect(socket_name(engine_id, rank))
+    """The lmcache stats of one vLLM worker (for tools and tests, from any process of the engine's user)."""
+    with open_connection(socket_name(engine_id, rank), timeout_s) as s:
         s.sendall(_HEADER.pack(OP_STATS, 0))
-        (n,) = struct.unpack("<I", _recv_exact(s, 4))
-        return json.loads(_recv_exact(s, n))
+        (n,) = _U32.unpack(_recv_exact(s, _U32.size))
+        return json.loads(_recv_exact(s, n, limit=_MAX_STATS_REPLY))

@@ -106,7 +106,9 @@ class WorkerSide:
             # A build without CUDA on a GPU engine: torch gathers on the device, one copy through pinned memory.
             self._block_size = layers[0].shape[DeviceStaging.block_size_dim(layout)]
             self._staging = DeviceStaging(self.engine, layers, layout, self._block_size)
-        self._server = LookupServer(socket_name(self._engine_id, self.rank), self.lookup, self.all_stats,
+        # Stats over the socket add the server's own counters (refused peers, malformed frames, ...).
+        self._server = LookupServer(socket_name(self._engine_id, self.rank), self.lookup,
+                                    lambda: {**self.all_stats(), **self._server.stats()},
                                     lambda include_disk: self.engine.clear(include_disk=include_disk))
         logger.info("lmcache: registered %d layers as %s; lookups served for rank %d; disk tier: %s; "
                     "layer-wise loads: %s; async stores: %s", len(layers), layout, self.rank,
