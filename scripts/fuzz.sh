@@ -22,7 +22,8 @@ run_fuzzer() {  # name, command...
   rm -rf "$scratch" && mkdir -p "$scratch"
   rm -f "$out/crashes/$name-"*  # a crash of an earlier run is judged again by this one
   "$@" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$out/crashes/$name-" \
-    "$scratch" "$root/tests/fuzz/corpus/$name" 2>&1 | grep -E "^(stat::number_of_executed_units|Done|==[0-9]+==ERROR)|Traceback|Uncaught" || true
+    "$scratch" "$root/tests/fuzz/corpus/$name" 2>&1 |
+    grep -a -A3 -E "^(stat::number_of_executed_units|Done|==[0-9]+==ERROR)|Uncaught" || true
   if ls "$out/crashes/$name-"* >/dev/null 2>&1; then
     echo "fuzz: $name found a crash: $(ls "$out/crashes/$name-"*)"
     return 1

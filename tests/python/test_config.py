@@ -142,9 +142,11 @@ def test_bad_secret_value_is_not_echoed():
     assert "12345678901234567" not in str(e.value)
 
 
-def test_yaml_constructor_errors_are_config_errors(tmp_path):
-    # Found by tests/fuzz/fuzz_config.py: YAML's float constructor raised a bare ValueError.
+@pytest.mark.parametrize("text", ["chunk_size: !!float 1e1,b}]\n", "chunk_size: !!float _\n", "a: !!int x\n",
+                                  "a: !!timestamp 2020-99-99\n", "a: " + "[" * 5000 + "]" * 5000 + "\n"])
+def test_yaml_constructor_errors_are_config_errors(tmp_path, text):
+    # Found by tests/fuzz/fuzz_config.py: YAML's constructors raised a bare ValueError, then an IndexError.
     path = tmp_path / "c.yaml"
-    path.write_text("chunk_size: !!float 1e1,b}]\n")
+    path.write_text(text)
     with pytest.raises(ConfigError, match="not valid YAML"):
         Config.load(str(path), env={})
