@@ -24,8 +24,10 @@ run_fuzzer() {  # name, command...
   "$@" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$out/crashes/$name-" \
     "$scratch" "$root/tests/fuzz/corpus/$name" 2>&1 |
     grep -a -A3 -E "^(stat::number_of_executed_units|Done|==[0-9]+==ERROR)|Uncaught" || true
-  if ls "$out/crashes/$name-"* >/dev/null 2>&1; then
-    echo "fuzz: $name found a crash: $(ls "$out/crashes/$name-"*)"
+  # Crashes, time-outs, memory blow-ups and leaks fail the run; a merely slow
+  # unit (libFuzzer's slow-unit-*, e.g. a first import on a busy machine) does not.
+  if ls "$out/crashes/$name-"{crash,timeout,oom,leak}-* >/dev/null 2>&1; then
+    echo "fuzz: $name found a crash: $(ls "$out/crashes/$name-"{crash,timeout,oom,leak}-* 2>/dev/null)"
     return 1
   fi
 }

@@ -43,6 +43,7 @@ def _load_wire():
 
 
 wire = _load_wire()
+wire._module("torch")  # the fp8 codec's import, once at start, not inside the first unit that reaches it
 KEY = wire.RecordKey(bytes(range(32)))
 CHUNK_KEY = "0123456789abcdef0123456789abcdef"
 RH = wire.RECORD_HEADER_BYTES
