@@ -257,29 +257,50 @@ class PyRuntime {
   }
 
   // Record exchange with the Python-side remote tier.
-  // bytes: `prefix` (e.g. a wire header) followed by the record of a chunk
-  // in host memory, built with one copy; None when it is not there. (bytes,
-  // not bytearray or memoryview: clients send bytes fastest.)
-  py::object ExportRecord(const std::string& hex, const py::bytes& prefix) {
+  // bytes: a prefix of `prefix_bytes` (e.g. a wire header), then the record
+  // of a chunk in host memory, built with one copy; None when it is not
+  // there. `seal`, if given, is called with a read-only view of the record
+  // (released afterwards) and returns the prefix (e.g. the header with a MAC
+  // of the record), written in place before anyone else sees the object.
+  // (bytes, not bytearray or memoryview: clients send bytes fastest.)
+  py::object ExportRecord(const std::string& hex, size_t prefix_bytes, const py::object& seal) {
     const ChunkKey key = ParseKey(hex);
-    const std::string head = prefix;
     const size_t record_bytes = rt_->RecordBytes();
     if (record_bytes == 0) return py::none();
-    // One allocation and one copy: the record goes straight into the new bytes object.
     py::object out = py::reinterpret_steal<py::object>(
-        PyBytes_FromStringAndSize(nullptr, Py_ssize_t(head.size() + record_bytes)));
+        PyBytes_FromStringAndSize(nullptr, Py_ssize_t(prefix_bytes + record_bytes)));
     if (!out) throw py::error_already_set();
     char* dst = PyBytes_AsString(out.ptr());
-    std::memcpy(dst, head.data(), head.size());
+    std::memset(dst, 0, prefix_bytes);
     Status st;
     size_t got = 0;
     {
       py::gil_scoped_release nogil;  // nobody else can see the new object yet
-      st = rt_->ExportRecord(key, reinterpret_cast<uint8_t*>(dst + head.size()), record_bytes, &got);
+      st = rt_->ExportRecord(key, reinterpret_cast<uint8_t*>(dst + prefix_bytes), record_bytes, &got);
     }
     if (st.code() == StatusCode::kNotFound) return py::none();
     Check(st);
     if (got != record_bytes) ThrowStatus(Status::Internal("record size changed"));
+    if (!seal.is_none()) {
+      py::object view = py::reinterpret_steal<py::object>(
+          PyMemoryView_FromMemory(dst + prefix_bytes, Py_ssize_t(record_bytes), PyBUF_READ));
+      if (!view) throw py::error_already_set();
+      py::object head;
+      try {
+        head = seal(view);
+      } catch (...) {
+        view.attr("release")();
+        throw;
+      }
+      view.attr("release")();  // no view into the object outlives this call
+      char* data = nullptr;
+      Py_ssize_t len = 0;
+      if (!PyBytes_Check(head.ptr()) || PyBytes_AsStringAndSize(head.ptr(), &data, &len) != 0 ||
+          size_t(len) != prefix_bytes) {
+        ThrowStatus(Status::InvalidArgument("seal must return bytes of exactly prefix_bytes"));
+      }
+      std::memcpy(dst, data, prefix_bytes);
+    }
     return out;
   }
 
@@ -497,8 +518,10 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("disk_backend", &PyRuntime::DiskBackend,
                              "'io_uring', 'threads' (+ ' (buffered)' without O_DIRECT), or '' without a disk tier")
       .def("corrupt_chunk_for_testing", &PyRuntime::CorruptChunkForTesting, py::arg("key_hex"))
-      .def("export_record", &PyRuntime::ExportRecord, py::arg("key_hex"), py::arg("prefix") = py::bytes(),
-           "bytes: `prefix`, then the record (header + payload) of a chunk in host memory; None when it is not there.")
+      .def("export_record", &PyRuntime::ExportRecord, py::arg("key_hex"), py::arg("prefix_bytes") = 0,
+           py::arg("seal") = py::none(),
+           "bytes: a prefix of prefix_bytes (zeros, or what seal(view of the record) returns), then the record "
+           "(header + payload) of a chunk in host memory; None when it is not there.")
       .def("import_record", &PyRuntime::ImportRecord, py::arg("key_hex"), py::arg("record"),
            "Checks a record and puts it in host memory: 'imported', 'corrupt' (refused and counted) or 'no_room'.")
       .def_property_readonly("record_bytes", &PyRuntime::RecordBytes)

@@ -118,16 +118,27 @@ def encode(record, codec: str, *, chunk_key: str, key: RecordKey, encrypt: bool 
     return seal_body(body, CODECS[codec], len(record), chunk_key=chunk_key, key=key, encrypt=encrypt)
 
 
+def seal_header(body, codec_id: int, record_bytes: int, *, chunk_key: str, key: RecordKey) -> bytes:
+    """The header (tag included) of a value whose body is stored as it is
+    (not encrypted): GMAC over the header, the chunk key and the body. The
+    store path has the runtime write it in front of the exported record, so
+    the value is built with one copy."""
+    nonce = os.urandom(12)
+    head = _HEADER.pack(MAGIC, VERSION, codec_id, 0, record_bytes, len(body), key.key_id, nonce, b"")[:_TAG_AT]
+    gcm = key._gcm(nonce, chunk_key, memoryview(head))
+    gcm.authenticate_additional_data(body)
+    gcm.finalize()
+    return head + gcm.tag
+
+
 def seal_body(body, codec_id: int, record_bytes: int, *, chunk_key: str, key: RecordKey, encrypt: bool):
     """Header + (encrypted) body with its tag. (Public for the fuzz harness, which seals arbitrary bodies.)"""
-    nonce = os.urandom(12)
-    flags = FLAG_ENCRYPTED if encrypt else 0
-    head = _HEADER.pack(MAGIC, VERSION, codec_id, flags, record_bytes, len(body), key.key_id, nonce, b"")[:_TAG_AT]
-    gcm = key._gcm(nonce, chunk_key, memoryview(head))
     if not encrypt:
-        gcm.authenticate_additional_data(body)
-        gcm.finalize()
-        return b"".join((head, gcm.tag, body))
+        return b"".join((seal_header(body, codec_id, record_bytes, chunk_key=chunk_key, key=key), body))
+    nonce = os.urandom(12)
+    head = _HEADER.pack(MAGIC, VERSION, codec_id, FLAG_ENCRYPTED, record_bytes, len(body), key.key_id, nonce,
+                        b"")[:_TAG_AT]
+    gcm = key._gcm(nonce, chunk_key, memoryview(head))
     out = bytearray(HEADER_BYTES + len(body))
     gcm.update_into(body, memoryview(out)[HEADER_BYTES:])
     gcm.finalize()
