@@ -203,6 +203,7 @@ PendingLoad::~PendingLoad() {
 // open handle, so a handle may outlive the runtime once it is finished.
 Status PendingLoad::LoadLayers(uint32_t end_layer) {
   if (finished_.load()) return closed_ ? Status::Closed() : Status::InvalidState("this load is finished");
+  if (rt_->InForkedChild()) return Status::ForkedChild();  // before any lock (see LMC_ENTER)
   std::shared_lock<std::shared_mutex> lifecycle(rt_->lifecycle_);  // lock order: lifecycle, then mu_
   if (rt_->closed_.load()) return Status::Closed();
   std::lock_guard<std::mutex> lock(mu_);
@@ -213,6 +214,7 @@ Status PendingLoad::LoadLayers(uint32_t end_layer) {
 
 Status PendingLoad::Finish() {
   if (finished_.load()) return Status::Ok();
+  if (rt_->InForkedChild()) return Status::ForkedChild();
   std::shared_lock<std::shared_mutex> lifecycle(rt_->lifecycle_);
   std::lock_guard<std::mutex> lock(mu_);
   return rt_->ReleaseLoad(this);  // a no-op once finished (by Close, too)

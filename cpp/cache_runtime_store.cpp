@@ -217,6 +217,7 @@ PendingStore::~PendingStore() {
 
 Status PendingStore::Finish() {
   if (finished_.load()) return Status::Ok();  // never touches a runtime that finished it (see PendingLoad)
+  if (rt_->InForkedChild()) return Status::ForkedChild();  // before any lock (see LMC_ENTER)
   std::shared_lock<std::shared_mutex> lifecycle(rt_->lifecycle_);  // lock order: lifecycle, then mu_
   std::lock_guard<std::mutex> lock(mu_);
   return rt_->FinishStore(this, /*publish=*/true);  // a no-op once finished (by Close, too)

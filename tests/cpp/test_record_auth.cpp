@@ -320,6 +320,13 @@ void TestForkedChildIsRefused() {
   src.FillRandom(6);
   auto rt = MakeRuntime(src.Layout(), dir);
   StoreAndFlush(rt.get(), src);
+  // A load left open across the fork: the child may not finish it either.
+  const auto open_tok = Tokens();
+  const auto open_slots = Slots();
+  TestCache open_dst("PBTHD", Dims());
+  std::unique_ptr<PendingLoad> open_load;
+  CHECK_OK(rt->BeginLoad(open_tok.data(), open_tok.size(), open_dst.Layout(), open_slots.data(), open_slots.size(),
+                         0, &open_load));
   const pid_t pid = fork();
   CHECK(pid >= 0);
   if (pid == 0) {
@@ -328,13 +335,18 @@ void TestForkedChildIsRefused() {
     size_t hit = 0;
     const Status st = rt->Lookup(tok.data(), tok.size(), &hit);
     rt->FlushWrites();  // returns at once: the writer is the parent's
-    const bool refused = st.code() == StatusCode::kInvalidState && rt->InForkedChild();
+    const bool refused = st.code() == StatusCode::kInvalidState && rt->InForkedChild() &&
+                         open_load->LoadLayers(1).code() == StatusCode::kInvalidState &&
+                         open_load->Finish().code() == StatusCode::kInvalidState;
+    (void)open_load.release();  // the parent's, like the runtime
     (void)rt.release();  // what an owner does in a child (see InForkedChild)
     _exit(refused ? 0 : 3);
   }
   int status = 0;
   CHECK(waitpid(pid, &status, 0) == pid);
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK_OK(open_load->LoadLayers(Dims().layers));
+  CHECK_OK(open_load->Finish());
   // The parent is unaffected.
   TestCache dst("PBTHD", Dims());
   CHECK(LoadInto(rt.get(), dst) == kTokens);
