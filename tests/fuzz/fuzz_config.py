@@ -11,6 +11,7 @@ import sys
 import tempfile
 
 import atheris
+from fuzz_common import with_scratch_corpus
 
 with atheris.instrument_imports():
     from lmcache.config import Config
@@ -42,5 +43,5 @@ def one_input(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    atheris.Setup(sys.argv, one_input)
+    atheris.Setup(with_scratch_corpus(sys.argv, "config"), one_input)
     atheris.Fuzz()

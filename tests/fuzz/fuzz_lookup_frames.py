@@ -20,9 +20,9 @@ import importlib.util
 import io
 import os
 import sys
-import tempfile
 
 import atheris
+from fuzz_common import with_scratch_corpus
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python", "lmcache", "integrations",
                       "vllm", "lookup_rpc.py")
@@ -82,17 +82,8 @@ def TestOneInput(data: bytes) -> None:
         pass  # the declared outcomes: the server closes that connection
 
 
-def with_scratch_corpus(argv: list[str]) -> list[str]:
-    """libFuzzer writes the new inputs it finds into the first corpus
-    directory: put a scratch one first, so the seeds stay as checked in."""
-    dirs = [i for i, a in enumerate(argv) if i > 0 and not a.startswith("-") and os.path.isdir(a)]
-    if not dirs:
-        return argv
-    return argv[: dirs[0]] + [tempfile.mkdtemp(prefix="lookup-frames-corpus-")] + argv[dirs[0]:]
-
-
 def main() -> None:
-    atheris.Setup(with_scratch_corpus(sys.argv), TestOneInput)
+    atheris.Setup(with_scratch_corpus(sys.argv, "lookup-frames"), TestOneInput)
     atheris.Fuzz()
 
 

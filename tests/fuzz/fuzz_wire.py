@@ -24,9 +24,9 @@ import importlib.util
 import os
 import struct
 import sys
-import tempfile
 
 import atheris
+from fuzz_common import with_scratch_corpus
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python", "lmcache", "remote",
                       "wire.py")
@@ -94,20 +94,11 @@ def make_seeds(directory: str) -> None:
             f.write(data)
 
 
-def with_scratch_corpus(argv: list[str]) -> list[str]:
-    """libFuzzer writes the new inputs it finds into the first corpus
-    directory: put a scratch one first, so the seeds stay as checked in."""
-    dirs = [i for i, a in enumerate(argv) if i > 0 and not a.startswith("-") and os.path.isdir(a)]
-    if not dirs:
-        return argv
-    return argv[: dirs[0]] + [tempfile.mkdtemp(prefix="wire-corpus-")] + argv[dirs[0]:]
-
-
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--make-seeds":
         make_seeds(sys.argv[2])
         return
-    atheris.Setup(with_scratch_corpus(sys.argv), TestOneInput)
+    atheris.Setup(with_scratch_corpus(sys.argv, "wire"), TestOneInput)
     atheris.Fuzz()
 
 
