@@ -35,7 +35,7 @@ TESTS = ROOT / "tests"
 # one) or "ctest:<program>" (a native test program; it holds several checks).
 # A check whose test does not exist is not run; an attack none of whose checks
 # ran is "not tried", never counted as refused.
-SEC = "python/vllm/test_lookup_rpc_security.py::"
+SEC = "python/integrations/vllm/test_lookup_rpc_security.py::"
 ATTACKS: list[tuple[str, list[str]]] = [
     ("lookup socket reached from another uid", [
         SEC + "test_another_uid_cannot_reach_the_socket_or_the_secret",

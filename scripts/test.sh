@@ -31,8 +31,8 @@ bash scripts/fuzz.sh
 echo "== Python and integration tests"
 # Run from tests/ so that `import lmcache` is the installed package, not the source tree.
 cd tests
-python3 -m pytest python -q -p no:cacheprovider --ignore=python/sglang "$@"
+python3 -m pytest python -q -p no:cacheprovider --ignore=python/integrations/sglang "$@"
 
 echo "== SGLang backend tests (in SGLang's own virtual environment)"
 SGLANG_VENV=${LMCACHE_SGLANG_VENV:-/opt/sglang-venv}
-"$SGLANG_VENV/bin/python" -m pytest python/sglang -q -p no:cacheprovider "$@"
+"$SGLANG_VENV/bin/python" -m pytest python/integrations/sglang -q -p no:cacheprovider "$@"

@@ -5,7 +5,7 @@ id, KV shape, dtype and token ids on both sides; chunk size = page size.
 (vLLM's CPU attention arranges its blocks itself, so on this machine the
 vLLM side here is a vLLM flash-attention-layout cache, the layout vLLM uses
 on GPUs; the engine-level check of the key scheme in vLLM is
-tests/python/vllm::test_sglang_key_scheme_serves_hits_too.)"""
+tests/python/integrations/vllm::test_sglang_key_scheme_serves_hits_too.)"""
 
 import pytest
 
