@@ -6,6 +6,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <cstddef>
+#include <cstring>
 #include <vector>
 
 #include "chunk_format.h"
@@ -21,6 +23,25 @@ namespace lmcache {
 void BindBufferFunctions(py::module_& m) {
   m.attr("RECORD_HEADER_BYTES") = sizeof(ChunkHeader);
   m.attr("RECORD_KEY_BYTES") = RecordSealer::kKeyBytes;
+  m.attr("RECORD_CHECKSUM_OFFSET") = offsetof(ChunkHeader, checksum);
+  m.def(
+      "record_header",
+      [](const py::buffer& data) {
+        // The fields a codec needs, read from the record's header (chunk_format.h):
+        // the one definition of its layout, so no Python code re-declares it.
+        py::buffer_info info = ContiguousBuffer(data, "record");
+        if (size_t(info.size) * size_t(info.itemsize) < sizeof(ChunkHeader)) {
+          ThrowStatus(Status::InvalidArgument("shorter than a record header"));
+        }
+        ChunkHeader h;
+        std::memcpy(&h, info.ptr, sizeof(h));
+        py::dict d;
+        d["dtype"] = h.dtype >= 1 && h.dtype <= 6 ? DTypeName(static_cast<DType>(h.dtype)) : "unknown";
+        d["num_layers"] = h.num_layers;
+        d["payload_bytes"] = h.payload_bytes;
+        return d;
+      },
+      py::arg("record"), "dtype, num_layers and payload_bytes from a record's header (not verified).");
   m.def(
       "checksum64",
       [](const py::buffer& data) {

@@ -6,19 +6,32 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "cache_runtime.h"
+#include "runtime_options.h"
+#include "runtime_stats.h"
+#include "token_calls.h"
+
+struct lmc_config {
+  lmcache::RuntimeOptions options;  // the defaults until lmc_config_set changes them
+};
 
 struct lmc_engine {
   std::unique_ptr<lmcache::CacheRuntime> runtime;
 };
 
+struct lmc_keys {
+  const lmc_engine* engine;  // keys are in this engine's namespace only
+  std::vector<lmcache::ChunkKey> keys;
+};
+
 struct lmc_pending_load {
-  std::unique_ptr<lmcache::PendingLoad> load;
+  std::unique_ptr<lmcache::PendingLoad> op;
 };
 
 struct lmc_pending_store {
-  std::unique_ptr<lmcache::PendingStore> store;
+  std::unique_ptr<lmcache::PendingStore> op;
 };
 
 namespace {
@@ -74,34 +87,56 @@ lmcache::Status ToLayout(const lmc_kv_layout* in, lmcache::KVLayout* out) {
 
 }  // namespace
 
-extern "C" {
+namespace {
 
-void lmc_config_init(lmc_config* c) {
-  if (c == nullptr) return;
-  const lmcache::RuntimeOptions d;
-  c->chunk_size = d.chunk_size;
-  c->l1_capacity_bytes = d.l1_capacity_bytes;
-  c->num_threads = d.num_threads;
-  c->model_id = nullptr;
-  c->tenant_salt = nullptr;
-  c->tp_rank = d.tp_rank;
-  c->tp_size = d.tp_size;
+lmcache::Status CheckKeys(const lmc_engine* engine, const lmc_keys* keys) {
+  if (keys == nullptr) return lmcache::Status::InvalidArgument("keys is NULL");
+  if (keys->engine != engine) return lmcache::Status::InvalidArgument("these keys were made by another engine");
+  return lmcache::Status::Ok();
 }
 
-lmc_status lmc_engine_create(const lmc_config* config, lmc_engine** out) {
-  if (config == nullptr || out == nullptr) return ReportInvalid("config and out must not be NULL");
+// The body of every *_begin call: `begin(layout, &native)` starts the
+// native load or store; the handle owns it from then on.
+template <typename Handle, typename Begin>
+lmcache::Status BeginInto(const lmc_kv_layout* layout, Begin&& begin, Handle** out, size_t* tokens) {
+  lmcache::KVLayout l;
+  LMC_RETURN_IF_ERROR(ToLayout(layout, &l));
+  auto handle = std::make_unique<Handle>();
+  LMC_RETURN_IF_ERROR(begin(l, handle.get()));
+  *tokens = handle->op->tokens();
+  *out = handle.release();
+  return lmcache::Status::Ok();
+}
+
+}  // namespace
+
+extern "C" {
+
+lmc_status lmc_config_create(lmc_config** out) {
+  if (out == nullptr) return ReportInvalid("out must not be NULL");
   *out = nullptr;
   return Guard([&] {
-    lmcache::RuntimeOptions o;
-    o.chunk_size = config->chunk_size;
-    o.l1_capacity_bytes = config->l1_capacity_bytes;
-    o.num_threads = config->num_threads;
-    o.model_id = config->model_id ? config->model_id : "";
-    o.tenant_salt = config->tenant_salt ? config->tenant_salt : "";
-    o.tp_rank = config->tp_rank;
-    o.tp_size = config->tp_size;
+    *out = new lmc_config();
+    return lmcache::Status::Ok();
+  });
+}
+
+lmc_status lmc_config_set(lmc_config* config, const char* key, const char* value) {
+  if (config == nullptr || key == nullptr || value == nullptr) {
+    return ReportInvalid("config, key and value must not be NULL");
+  }
+  return Guard([&] { return lmcache::SetOption(&config->options, key, value); });
+}
+
+void lmc_config_destroy(lmc_config* config) { delete config; }
+
+lmc_status lmc_engine_create(const lmc_config* config, lmc_engine** out) {
+  if (out == nullptr) return ReportInvalid("out must not be NULL");
+  *out = nullptr;
+  return Guard([&] {
+    const lmcache::RuntimeOptions defaults;
     auto engine = std::make_unique<lmc_engine>();
-    LMC_RETURN_IF_ERROR(lmcache::CacheRuntime::Create(o, &engine->runtime));
+    LMC_RETURN_IF_ERROR(lmcache::CacheRuntime::Create(config ? config->options : defaults, &engine->runtime));
     *out = engine.release();
     return lmcache::Status::Ok();
   });
@@ -111,6 +146,14 @@ void lmc_engine_destroy(lmc_engine* engine) {
   // In the child of a fork the runtime is the parent's: leaked, never torn down (see InForkedChild).
   if (engine && engine->runtime && engine->runtime->InForkedChild()) (void)engine->runtime.release();
   delete engine;
+}
+
+lmc_status lmc_engine_flush(lmc_engine* engine) {
+  if (engine == nullptr) return ReportInvalid("engine is NULL");
+  return Guard([&] {
+    engine->runtime->FlushWrites();
+    return lmcache::Status::Ok();
+  });
 }
 
 lmc_status lmc_engine_register_kv(lmc_engine* engine, const lmc_kv_layout* layout) {
@@ -124,7 +167,7 @@ lmc_status lmc_engine_register_kv(lmc_engine* engine, const lmc_kv_layout* layou
 
 lmc_status lmc_lookup(lmc_engine* engine, const uint32_t* tokens, size_t n, size_t* hit_tokens) {
   if (engine == nullptr || hit_tokens == nullptr) return ReportInvalid("engine and hit_tokens must not be NULL");
-  return Guard([&] { return engine->runtime->Lookup(tokens, n, hit_tokens); });
+  return Guard([&] { return lmcache::LookupTokens(*engine->runtime, tokens, n, hit_tokens); });
 }
 
 lmc_status lmc_store(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens, const lmc_kv_layout* layout,
@@ -133,7 +176,7 @@ lmc_status lmc_store(lmc_engine* engine, const uint32_t* tokens, size_t num_toke
   return Guard([&] {
     lmcache::KVLayout l;
     LMC_RETURN_IF_ERROR(ToLayout(layout, &l));
-    return engine->runtime->Store(tokens, num_tokens, l, slots, num_slots, stored_tokens);
+    return lmcache::StoreTokens(*engine->runtime, tokens, num_tokens, l, slots, num_slots, stored_tokens);
   });
 }
 
@@ -143,7 +186,7 @@ lmc_status lmc_load(lmc_engine* engine, const uint32_t* tokens, size_t num_token
   return Guard([&] {
     lmcache::KVLayout l;
     LMC_RETURN_IF_ERROR(ToLayout(layout, &l));
-    return engine->runtime->Load(tokens, num_tokens, l, slots, num_slots, loaded_tokens);
+    return lmcache::LoadTokens(*engine->runtime, tokens, num_tokens, l, slots, num_slots, loaded_tokens);
   });
 }
 
@@ -156,25 +199,21 @@ lmc_status lmc_load_begin(lmc_engine* engine, const uint32_t* tokens, size_t num
   *out = nullptr;
   *tokens_to_load = 0;
   return Guard([&] {
-    lmcache::KVLayout l;
-    LMC_RETURN_IF_ERROR(ToLayout(layout, &l));
-    auto handle = std::make_unique<lmc_pending_load>();
-    LMC_RETURN_IF_ERROR(engine->runtime->BeginLoad(tokens, num_tokens, l, slots, num_slots, stream, &handle->load));
-    *tokens_to_load = handle->load->tokens();
-    *out = handle.release();
-    return lmcache::Status::Ok();
+    return BeginInto(layout, [&](const lmcache::KVLayout& l, lmc_pending_load* h) {
+      return lmcache::BeginLoadTokens(*engine->runtime, tokens, num_tokens, l, slots, num_slots, stream, &h->op);
+    }, out, tokens_to_load);
   });
 }
 
 lmc_status lmc_load_layers(lmc_pending_load* load, uint32_t end_layer) {
   if (load == nullptr) return ReportInvalid("load is NULL");
-  return Guard([&] { return load->load->LoadLayers(end_layer); });
+  return Guard([&] { return load->op->LoadLayers(end_layer); });
 }
 
 lmc_status lmc_load_finish(lmc_pending_load* load) {
   if (load == nullptr) return LMC_OK;
   std::unique_ptr<lmc_pending_load> owned(load);
-  return Guard([&] { return owned->load->Finish(); });
+  return Guard([&] { return owned->op->Finish(); });
 }
 
 lmc_status lmc_store_begin(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens, const lmc_kv_layout* layout,
@@ -186,13 +225,89 @@ lmc_status lmc_store_begin(lmc_engine* engine, const uint32_t* tokens, size_t nu
   *out = nullptr;
   *tokens_to_store = 0;
   return Guard([&] {
-    lmcache::KVLayout l;
-    LMC_RETURN_IF_ERROR(ToLayout(layout, &l));
-    auto handle = std::make_unique<lmc_pending_store>();
-    LMC_RETURN_IF_ERROR(engine->runtime->BeginStore(tokens, num_tokens, l, slots, num_slots, stream, &handle->store));
-    *tokens_to_store = handle->store->tokens();
-    *out = handle.release();
+    return BeginInto(layout, [&](const lmcache::KVLayout& l, lmc_pending_store* h) {
+      return lmcache::BeginStoreTokens(*engine->runtime, tokens, num_tokens, l, slots, num_slots, stream, &h->op);
+    }, out, tokens_to_store);
+  });
+}
+
+lmc_status lmc_keys_compute(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens, lmc_keys** out) {
+  if (engine == nullptr || out == nullptr) return ReportInvalid("engine and out must not be NULL");
+  *out = nullptr;
+  return Guard([&] {
+    auto keys = std::make_unique<lmc_keys>();
+    keys->engine = engine;
+    LMC_RETURN_IF_ERROR(engine->runtime->ComputeKeys(tokens, num_tokens, &keys->keys));
+    *out = keys.release();
     return lmcache::Status::Ok();
+  });
+}
+
+lmc_status lmc_keys_from_ids(lmc_engine* engine, const char* const* ids, size_t num_ids, lmc_keys** out) {
+  if (engine == nullptr || out == nullptr || (ids == nullptr && num_ids > 0)) {
+    return ReportInvalid("engine, ids and out must not be NULL");
+  }
+  *out = nullptr;
+  return Guard([&] {
+    std::vector<std::string> names;
+    names.reserve(num_ids);
+    for (size_t i = 0; i < num_ids; ++i) {
+      if (ids[i] == nullptr) return lmcache::Status::InvalidArgument("ids[" + std::to_string(i) + "] is NULL");
+      names.emplace_back(ids[i]);
+    }
+    auto keys = std::make_unique<lmc_keys>();
+    keys->engine = engine;
+    LMC_RETURN_IF_ERROR(engine->runtime->KeysFromIds(names, &keys->keys));
+    *out = keys.release();
+    return lmcache::Status::Ok();
+  });
+}
+
+size_t lmc_keys_count(const lmc_keys* keys) { return keys ? keys->keys.size() : 0; }
+
+void lmc_keys_destroy(lmc_keys* keys) { delete keys; }
+
+lmc_status lmc_lookup_keys(lmc_engine* engine, const lmc_keys* keys, size_t* hit_tokens) {
+  if (engine == nullptr || hit_tokens == nullptr) return ReportInvalid("engine and hit_tokens must not be NULL");
+  *hit_tokens = 0;
+  return Guard([&] {
+    LMC_RETURN_IF_ERROR(CheckKeys(engine, keys));
+    size_t chunks = 0;
+    LMC_RETURN_IF_ERROR(engine->runtime->Lookup(keys->keys, &chunks));
+    *hit_tokens = chunks * engine->runtime->chunk_size();
+    return lmcache::Status::Ok();
+  });
+}
+
+lmc_status lmc_load_begin_keys(lmc_engine* engine, const lmc_keys* keys, const lmc_kv_layout* layout,
+                               const int64_t* slots, size_t num_slots, uint64_t stream, lmc_pending_load** out,
+                               size_t* tokens_to_load) {
+  if (engine == nullptr || out == nullptr || tokens_to_load == nullptr) {
+    return ReportInvalid("engine, out and tokens_to_load must not be NULL");
+  }
+  *out = nullptr;
+  *tokens_to_load = 0;
+  return Guard([&] {
+    LMC_RETURN_IF_ERROR(CheckKeys(engine, keys));
+    return BeginInto(layout, [&](const lmcache::KVLayout& l, lmc_pending_load* h) {
+      return engine->runtime->BeginLoad(keys->keys, l, slots, num_slots, stream, &h->op);
+    }, out, tokens_to_load);
+  });
+}
+
+lmc_status lmc_store_begin_keys(lmc_engine* engine, const lmc_keys* keys, const lmc_kv_layout* layout,
+                                const int64_t* slots, size_t num_slots, uint64_t stream, lmc_pending_store** out,
+                                size_t* tokens_to_store) {
+  if (engine == nullptr || out == nullptr || tokens_to_store == nullptr) {
+    return ReportInvalid("engine, out and tokens_to_store must not be NULL");
+  }
+  *out = nullptr;
+  *tokens_to_store = 0;
+  return Guard([&] {
+    LMC_RETURN_IF_ERROR(CheckKeys(engine, keys));
+    return BeginInto(layout, [&](const lmcache::KVLayout& l, lmc_pending_store* h) {
+      return engine->runtime->BeginStore(keys->keys, l, slots, num_slots, stream, &h->op);
+    }, out, tokens_to_store);
   });
 }
 
@@ -201,28 +316,51 @@ lmc_status lmc_store_finish(lmc_pending_store* store, size_t* stored_tokens) {
   if (store == nullptr) return LMC_OK;
   std::unique_ptr<lmc_pending_store> owned(store);
   return Guard([&] {
-    LMC_RETURN_IF_ERROR(owned->store->Finish());
-    if (stored_tokens != nullptr) *stored_tokens = owned->store->tokens();
+    LMC_RETURN_IF_ERROR(owned->op->Finish());
+    if (stored_tokens != nullptr) *stored_tokens = owned->op->tokens();
     return lmcache::Status::Ok();
   });
 }
 
-lmc_status lmc_get_stats(lmc_engine* engine, lmc_stats* out) {
-  if (engine == nullptr || out == nullptr) return ReportInvalid("engine and out must not be NULL");
+// The table is built on first use: an allocation failure there must not cross the boundary either.
+size_t lmc_stats_count(void) {
+  try {
+    return lmcache::StatTable().size();
+  } catch (...) {
+    return 0;
+  }
+}
+
+const char* lmc_stat_name(size_t index) {
+  try {
+    const auto& table = lmcache::StatTable();
+    return index < table.size() ? table[index].name : nullptr;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+lmc_status lmc_get_stat(lmc_engine* engine, const char* name, uint64_t* value) {
+  if (engine == nullptr || name == nullptr || value == nullptr) {
+    return ReportInvalid("engine, name and value must not be NULL");
+  }
+  *value = 0;
+  return Guard([&] {
+    const lmcache::StatInfo* info = lmcache::FindStat(name);
+    if (info == nullptr) {
+      return lmcache::Status::NotFound("unknown stat '" + std::string(name) + "' (lmc_stat_name lists them)");
+    }
+    *value = info->read(engine->runtime->Stats());
+    return lmcache::Status::Ok();
+  });
+}
+
+lmc_status lmc_get_stats(lmc_engine* engine, uint64_t* values, size_t count) {
+  if (engine == nullptr || (values == nullptr && count > 0)) return ReportInvalid("engine and values must not be NULL");
   return Guard([&] {
     const lmcache::RuntimeStats s = engine->runtime->Stats();
-    out->lookups = s.lookups;
-    out->lookup_tokens = s.lookup_tokens;
-    out->lookup_hit_tokens = s.lookup_hit_tokens;
-    out->stored_chunks = s.stored_chunks;
-    out->store_dropped_chunks = s.store_dropped_chunks;
-    out->loaded_chunks = s.loaded_chunks;
-    out->loaded_tokens = s.loaded_tokens;
-    out->load_errors = s.load_errors;
-    out->evicted_chunks = s.evicted_chunks;
-    out->l1_used_bytes = s.l1_used_bytes;
-    out->l1_capacity_bytes = s.l1_capacity_bytes;
-    out->l1_chunks = s.l1_chunks;
+    const auto& table = lmcache::StatTable();
+    for (size_t i = 0; i < count; ++i) values[i] = i < table.size() ? table[i].read(s) : 0;
     return lmcache::Status::Ok();
   });
 }

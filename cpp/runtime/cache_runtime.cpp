@@ -1,6 +1,7 @@
 #include "cache_runtime.h"
 #include "cache_runtime_internal.h"
 #include "key_file.h"
+#include "sglang_keys.h"
 
 #include <pthread.h>
 
@@ -37,12 +38,19 @@ Status CacheRuntime::Create(const RuntimeOptions& options, std::unique_ptr<Cache
   if (!MakeEvictionPolicy(options.eviction_policy)) {
     return Status::InvalidArgument("unknown eviction policy '" + options.eviction_policy + "' (allowed: lru)");
   }
+  if (options.key_scheme != "lmcache" && options.key_scheme != "sglang") {
+    return Status::InvalidArgument("unknown key_scheme '" + options.key_scheme + "' (allowed: lmcache, sglang)");
+  }
+  if (options.key_scheme == "sglang" && !SglangKeysAvailable()) {
+    return Status::InvalidArgument("key_scheme 'sglang' needs SHA-256: this lmcache was built without OpenSSL");
+  }
   std::unique_ptr<CacheRuntime> rt(new CacheRuntime(options));
+  rt->sglang_keys_ = options.key_scheme == "sglang";
   if (!options.disk_dir.empty()) {
     DiskOptions d;
     d.dir = options.disk_dir;
     d.capacity_bytes = options.disk_capacity_bytes;
-    d.force_thread_pool = options.disk_force_threads;
+    d.force_thread_pool = options.disk_io_backend == "threads";
     d.queue_depth = options.disk_queue_depth;
     d.lock_timeout_s = options.disk_lock_timeout_s;
     LMC_RETURN_IF_ERROR(DiskTier::Open(d, &rt->disk_));
@@ -87,6 +95,7 @@ void CacheRuntime::Close() {
   // Background work first: queued writes finish (a clean exit persists them),
   // queued prefetches are dropped. Both touch the pool, which goes below.
   if (write_behind_) write_behind_->Stop(/*finish=*/true);
+  if (remote_writes_) remote_writes_->Stop(/*finish=*/true);  // the client exports from host memory
   if (prefetch_) prefetch_->Stop(/*finish=*/false);
   std::unique_lock<std::shared_mutex> lock(lifecycle_);  // waits for calls in flight
   closed_.store(true);
@@ -165,47 +174,50 @@ Status CacheRuntime::CheckLayout(const KVLayout& layout) const {
   return Status::Ok();
 }
 
-Status CacheRuntime::HashLocked(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) const {
+Status CacheRuntime::CheckHasShape() const {
   if (!has_shape_.load(std::memory_order_acquire)) {
     return Status::InvalidState("the KV shape is not known yet: register the KV cache (or set the shape) first");
   }
+  return Status::Ok();
+}
+
+Status CacheRuntime::ComputeKeys(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) {
+  LMC_ENTER();
+  LMC_RETURN_IF_ERROR(CheckHasShape());
   if (n > 0 && tokens == nullptr) return Status::InvalidArgument("tokens is null");
   keys->clear();
-  HashChunks(seed_, tokens, n, options_.chunk_size, keys);
+  if (sglang_keys_) {
+    SglangChunkKeys(seed_, tokens, n, options_.chunk_size, keys);
+  } else {
+    HashChunks(seed_, tokens, n, options_.chunk_size, keys);
+  }
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.hash_passes++;
+  stats_.hashed_tokens += n;
   return Status::Ok();
 }
 
 Status CacheRuntime::KeysFromIds(const std::vector<std::string>& ids, std::vector<ChunkKey>* keys) {
   LMC_ENTER();
-  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
+  LMC_RETURN_IF_ERROR(CheckHasShape());
   keys->clear();
   keys->reserve(ids.size());
   for (const std::string& id : ids) keys->push_back(ExternalKey(seed_, id));
   return Status::Ok();
 }
 
-Status CacheRuntime::HashTokens(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) {
-  LMC_ENTER();
-  return HashLocked(tokens, n, keys);
-}
-
-Status CacheRuntime::Lookup(const uint32_t* tokens, size_t n, size_t* hit_tokens) {
-  LMC_ENTER();
-  std::vector<ChunkKey> keys;
-  LMC_RETURN_IF_ERROR(HashLocked(tokens, n, &keys));
-  return LookupChunks(keys, n, hit_tokens);
-}
-
-Status CacheRuntime::LookupKeys(const std::vector<ChunkKey>& keys, size_t* hit_chunks) {
-  LMC_ENTER();
-  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
-  size_t hit_tokens = 0;
-  LMC_RETURN_IF_ERROR(LookupChunks(keys, keys.size() * options_.chunk_size, &hit_tokens));
-  *hit_chunks = hit_tokens / options_.chunk_size;
+Status CacheRuntime::Lookup(const std::vector<ChunkKey>& keys, size_t* hit_chunks) {
+  *hit_chunks = 0;
+  size_t local = 0;
+  LMC_RETURN_IF_ERROR(LookupLocal(keys, &local));
+  // Where host memory and disk end, the remote tier may go on (no lock held: see cache_runtime_remote.cpp).
+  *hit_chunks = local + RemoteCountPrefix(keys, local);
   return Status::Ok();
 }
 
-Status CacheRuntime::LookupChunks(const std::vector<ChunkKey>& keys, size_t n, size_t* hit_tokens) {
+Status CacheRuntime::LookupLocal(const std::vector<ChunkKey>& keys, size_t* hit_chunks) {
+  LMC_ENTER();
+  LMC_RETURN_IF_ERROR(CheckHasShape());
   size_t hits = index_.CountPrefixHits(keys.data(), keys.size());
   const size_t l1_hits = hits;
   uint64_t prefetch_dropped = 0;
@@ -218,13 +230,14 @@ Status CacheRuntime::LookupChunks(const std::vector<ChunkKey>& keys, size_t n, s
       if (!prefetch_->TryPush(keys[hits])) ++prefetch_dropped;
     }
   }
-  *hit_tokens = hits * options_.chunk_size;
+  *hit_chunks = hits;
+  const uint64_t cs = options_.chunk_size;
   std::lock_guard<std::mutex> lock(stats_mu_);
-  stats_.lookup_disk_hit_tokens += (hits - l1_hits) * options_.chunk_size;
+  stats_.lookup_disk_hit_tokens += (hits - l1_hits) * cs;
   stats_.prefetch_dropped += prefetch_dropped;
   stats_.lookups++;
-  stats_.lookup_tokens += n;
-  stats_.lookup_hit_tokens += *hit_tokens;
+  stats_.lookup_tokens += keys.size() * cs;
+  stats_.lookup_hit_tokens += hits * cs;
   return Status::Ok();
 }
 
@@ -273,11 +286,9 @@ ChunkShape CacheRuntime::StoredShape() const {
                     shape_.dtype,      options_.chunk_size, shape_.opaque_block_size};
 }
 
-Status CacheRuntime::Pin(const uint32_t* tokens, size_t n, size_t* count) {
+Status CacheRuntime::Pin(const std::vector<ChunkKey>& keys, size_t* count) {
   LMC_ENTER();
   *count = 0;
-  std::vector<ChunkKey> keys;
-  LMC_RETURN_IF_ERROR(HashLocked(tokens, n, &keys));
   for (const ChunkKey& k : keys) {
     if (!index_.Pin(k).ok()) break;
     ++*count;
@@ -285,11 +296,9 @@ Status CacheRuntime::Pin(const uint32_t* tokens, size_t n, size_t* count) {
   return Status::Ok();
 }
 
-Status CacheRuntime::Unpin(const uint32_t* tokens, size_t n, size_t* count) {
+Status CacheRuntime::Unpin(const std::vector<ChunkKey>& keys, size_t* count) {
   LMC_ENTER();
   *count = 0;
-  std::vector<ChunkKey> keys;
-  LMC_RETURN_IF_ERROR(HashLocked(tokens, n, &keys));
   for (const ChunkKey& k : keys) {
     if (index_.Unpin(k).ok()) ++*count;
   }
@@ -339,6 +348,7 @@ RuntimeStats CacheRuntime::Stats() const {
     s.disk_enabled = true;
     s.disk = disk_->Stats();
   }
+  s.remote_enabled = has_remote_.load(std::memory_order_acquire);
   if (pool_) {
     s.l1_capacity_bytes = pool_->num_slabs() * pool_->slab_bytes();
     s.l1_used_bytes = (pool_->num_slabs() - pool_->num_free()) * pool_->slab_bytes();

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -26,38 +27,13 @@
 #include "key_queue.h"
 #include "kv_layout.h"
 #include "record_seal.h"
+#include "remote_tier.h"
+#include "runtime_options.h"  // RuntimeOptions
+#include "runtime_stats.h"    // RuntimeStats
 #include "status.h"
 #include "thread_pool.h"
 
 namespace lmcache {
-
-struct RuntimeOptions {
-  uint32_t chunk_size = 256;              // tokens per stored chunk
-  uint64_t l1_capacity_bytes = 1ull << 30;
-  int num_threads = 0;                    // copy threads; <= 0: one per hardware thread
-  std::string eviction_policy = "lru";
-  std::string model_id;
-  std::string tenant_salt;
-  uint32_t tp_rank = 0;
-  uint32_t tp_size = 1;
-  // Verify the payload checksum on every L1 load too (every record gets its
-  // checksum when it is made and is verified before it leaves host memory;
-  // this also guards L1 loads against bugs and stray writes).
-  bool verify_l1_checksums = false;
-  // Key of the seal (record_seal.h) on records written to disk:
-  // RecordSealer::kKeyBytes bytes, or empty for a key kept in the disk
-  // directory (created there on first use).
-  std::string record_key;
-  bool encrypt_records = false;  // disk records are also encrypted
-
-  // L2, the local disk tier (off when disk_dir is empty).
-  std::string disk_dir;
-  uint64_t disk_capacity_bytes = 0;
-  bool disk_force_threads = false;    // thread-pool I/O instead of io_uring
-  int disk_queue_depth = 32;
-  uint32_t write_behind_chunks = 64;  // queued L1 -> disk writes; beyond this, writes are dropped
-  double disk_lock_timeout_s = 10.0;
-};
 
 // What the KV cache stores per token: fixes the key namespace and slab size.
 struct KVShape {
@@ -78,33 +54,6 @@ struct KVShape {
            head_dim == o.head_dim && dtype == o.dtype && opaque_block_size == o.opaque_block_size;
   }
   std::string ToString() const;
-};
-
-struct RuntimeStats {
-  uint64_t lookups = 0;
-  uint64_t lookup_tokens = 0;       // tokens asked about
-  uint64_t lookup_hit_tokens = 0;   // tokens found
-  uint64_t store_calls = 0;
-  uint64_t stored_chunks = 0;
-  uint64_t store_skipped_chunks = 0;  // already cached, or being written by another call
-  uint64_t store_dropped_chunks = 0;  // no space even after eviction
-  uint64_t load_calls = 0;
-  uint64_t loaded_chunks = 0;
-  uint64_t loaded_tokens = 0;
-  uint64_t load_errors = 0;           // records that failed validation (dropped)
-  uint64_t l1_corrupt_chunks = 0;     // records in host memory that failed their checksum on the way out (dropped)
-  uint64_t evicted_chunks = 0;
-  uint64_t l1_used_bytes = 0;
-  uint64_t l1_capacity_bytes = 0;
-  uint64_t l1_chunks = 0;
-  // Disk tier.
-  uint64_t lookup_disk_hit_tokens = 0;  // part of lookup_hit_tokens found only on disk
-  uint64_t promoted_chunks = 0;         // disk -> L1
-  uint64_t prefetch_dropped = 0;        // prefetches refused by a full queue
-  uint64_t write_behind_dropped = 0;    // L1 -> disk writes refused by a full queue
-  uint64_t imported_chunks = 0;         // records brought in from outside (the remote tier)
-  bool disk_enabled = false;
-  DiskStats disk;
 };
 
 class CacheRuntime;
@@ -212,67 +161,65 @@ class CacheRuntime {
   // every Store/Load passes the layout it wants to use.
   Status RegisterLayout(const KVLayout& layout);
 
-  // Keys of the whole chunks of tokens[0, n).
-  Status HashTokens(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys);
+  // Every operation below is addressed by chunk keys. A request's keys are
+  // computed once (ComputeKeys, or KeysFromIds for engines that name chunks
+  // themselves) and then serve its lookup, load and store, and the tiers
+  // behind them. token_calls.h has the token-addressed helpers.
 
-  // Key-addressed operations, for engines that name chunks themselves (SGLang
-  // hands over page hashes, not tokens): KeysFromIds maps each engine id into
-  // this runtime's namespace; the *Keys calls then work on one chunk per key
-  // (num_slots = keys * chunk_size for stores).
+  // Keys of the whole chunks of tokens[0, n) in this runtime's key scheme
+  // (lmcache: the XXH3-128 chain; sglang: SGLang's SHA-256 page names): one
+  // pass over the tokens, counted in stats (hash_passes, hashed_tokens).
+  Status ComputeKeys(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys);
+  // Maps chunk names an engine gives (SGLang hands over page hashes, not
+  // tokens) into this runtime's namespace, one chunk per name.
   Status KeysFromIds(const std::vector<std::string>& ids, std::vector<ChunkKey>* keys);
-  Status LookupKeys(const std::vector<ChunkKey>& keys, size_t* hit_chunks);
-  Status StoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots, size_t num_slots,
-                   size_t* stored_tokens, uint64_t stream = 0);
-  Status LoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots, size_t num_slots,
-                  size_t* loaded_tokens, uint64_t stream = 0);
 
-  // Number of leading tokens of tokens[0, n) held in the cache (a multiple of chunk_size).
-  Status Lookup(const uint32_t* tokens, size_t n, size_t* hit_tokens);
+  // Number of leading keys whose chunks are cached (host memory or disk;
+  // chunks found only on disk start moving to host memory now).
+  Status Lookup(const std::vector<ChunkKey>& keys, size_t* hit_chunks);
 
-  // Stores each whole chunk of tokens[0, num_slots) whose slots are all >= 0
-  // and that is not cached yet. slots[i] is token i's slot in `layout`.
-  // `num_tokens` >= num_slots. Chunks that find no space are dropped and counted.
-  // A layout in GPU memory (layout.device >= 0) moves with the CUDA kernels
-  // on `stream` (a cudaStream_t); the call returns once the copy is done.
-  Status Store(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
-               size_t num_slots, size_t* stored_tokens, uint64_t stream = 0);
-
-  // Loads the cached prefix of tokens[0, num_tokens) into `layout`, for the first
-  // num_slots tokens; tokens with a negative slot are skipped. *loaded_tokens:
-  // leading tokens (<= num_slots) now valid in the engine cache. A chunk that
-  // vanished or failed validation ends the prefix there (never wrong data).
-  Status Load(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
-              size_t num_slots, size_t* loaded_tokens, uint64_t stream = 0);
-
-  // The same store in two steps (PendingStore): with a GPU cache, the copy
-  // is enqueued on `stream` and this returns at once.
-  Status BeginStore(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
+  // Stores chunk c = 0 .. num_slots / chunk_size - 1 (keys[c]; whole chunks
+  // only) from `layout`: slots[i] is token i's slot. Chunks with a negative
+  // slot, already cached, or being stored by another call are skipped; those
+  // that find no space are dropped and counted. In two steps (PendingStore):
+  // with a GPU cache (layout.device >= 0) the copy is enqueued on `stream` (a
+  // cudaStream_t) and this returns at once.
+  Status BeginStore(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
                     size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out);
-  Status BeginStoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                        size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out);
 
-  // The same load, in steps (PendingLoad): for layer-by-layer loading. The
-  // slot mapping is copied; `stream` carries every device copy of the load.
-  Status BeginLoad(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
+  // Loads the cached prefix of `keys` into the first num_slots tokens' slots
+  // of `layout` (slots past the keys' chunks stay untouched); tokens with a
+  // negative slot are skipped. In steps (PendingLoad), for layer-by-layer loading; the slot
+  // mapping is copied; `stream` carries every device copy of the load. A
+  // chunk that vanished or failed validation ends the prefix there (never
+  // wrong data).
+  Status BeginLoad(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
                    size_t num_slots, uint64_t stream, std::unique_ptr<PendingLoad>* out);
-  Status BeginLoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                       size_t num_slots, uint64_t stream, std::unique_ptr<PendingLoad>* out);
 
-  // Pin / unpin the cached chunks of a prefix; *count: chunks affected.
-  Status Pin(const uint32_t* tokens, size_t n, size_t* count);
-  Status Unpin(const uint32_t* tokens, size_t n, size_t* count);
+  // Pin / unpin the cached chunks of a prefix of keys; *count: chunks affected.
+  Status Pin(const std::vector<ChunkKey>& keys, size_t* count);
+  Status Unpin(const std::vector<ChunkKey>& keys, size_t* count);
 
   // Drops every chunk not in use or pinned, from L1 and (include_disk) from disk.
   Status Clear(size_t* removed, bool include_disk = true);
-  // Blocks until queued write-behind has reached the disk (tests, clean shutdown).
+  // Blocks until queued writes have reached the disk and remote tiers (tests, clean shutdown).
   void FlushWrites();
-  // Record exchange with tiers that live outside the runtime (the remote
-  // tier, in Python). Export copies a cached chunk's record (header +
-  // payload) out of L1 into `dst` (RecordBytes() of room); kNotFound when it
-  // is not there. Import checks a
-  // record (header, key, shape, checksum) and puts it in L1 (and queues it
-  // for the disk tier); a bad record is kCorrupt and counted as a load error,
-  // no room is kOutOfMemory. Neither ever blocks on another tier.
+
+  // Plugs the remote tier's client in (remote_tier.h): from then on
+  // lookups, loads and stores walk it too. `queue_chunks` bounds the chunks
+  // waiting to be written to it. Once, before any other call; the runtime
+  // keeps the client until it is destroyed, and Close() first lets the
+  // queued writes finish.
+  Status SetRemoteTier(std::shared_ptr<RemoteTier> tier, uint32_t queue_chunks);
+  bool has_remote() const { return has_remote_.load(std::memory_order_acquire); }
+  // Counts what the remote client saw (`stat`: a remote_* row of runtime_stats.def).
+  Status CountRemote(std::string_view stat, uint64_t n);
+  // Record exchange with the remote tier's client. Export copies a cached
+  // chunk's record (header + payload) out of L1 into `dst` (RecordBytes() of
+  // room); kNotFound when it is not there. Import checks a record (header,
+  // key, shape, checksum) and puts it in L1 (and queues it for the disk
+  // tier); a bad record is kCorrupt and counted as a load error, no room is
+  // kOutOfMemory. Neither ever blocks on another tier.
   Status ExportRecord(const ChunkKey& key, uint8_t* dst, size_t capacity, size_t* bytes);
   Status ImportRecord(const ChunkKey& key, const uint8_t* record, size_t bytes);
   // Bytes of one stored record (0 before the shape is known).
@@ -305,19 +252,16 @@ class CacheRuntime {
   friend class PendingStore;
   explicit CacheRuntime(const RuntimeOptions& options);
   Status CheckLayout(const KVLayout& layout) const;
-  Status HashLocked(const uint32_t* tokens, size_t n, std::vector<ChunkKey>* keys) const;
-  // The bodies shared by the token- and key-addressed calls (LMC_ENTER held).
-  Status LookupChunks(const std::vector<ChunkKey>& keys, size_t n, size_t* hit_tokens);
-  Status StoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                     size_t num_slots, size_t* stored_tokens, uint64_t stream);
-  Status BeginStoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                          size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out);
+  Status CheckHasShape() const;
+  // Lookup's host-memory and disk part.
+  Status LookupLocal(const std::vector<ChunkKey>& keys, size_t* hit_chunks);
+  // The remote tier's part of the walk (cache_runtime_remote.cpp); called with no lock held.
+  size_t RemoteCountPrefix(const std::vector<ChunkKey>& keys, size_t from);
+  Status LocalPrefix(const std::vector<ChunkKey>& keys, size_t wanted, size_t* local, size_t* capacity_chunks);
+  void FetchRemotePart(const std::vector<ChunkKey>& keys, size_t num_slots);
+  void QueueRemoteWrites(const std::vector<ChunkKey>& keys, size_t count);
   // Publishes (or, without `publish`, gives back) a store's chunks (LMC_ENTER held).
   Status FinishStore(PendingStore* store, bool publish);
-  Status LoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                    size_t num_slots, size_t* loaded_tokens, uint64_t stream);
-  Status BeginLoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                         size_t num_slots, uint64_t stream, std::unique_ptr<PendingLoad>* out);
   // PendingLoad's bodies (LMC_ENTER and the load's mutex held).
   Status LoadLayersOf(PendingLoad* load, uint32_t end_layer);
   Status ReleaseLoad(PendingLoad* load);
@@ -343,6 +287,7 @@ class CacheRuntime {
   KVShape shape_;
   ChunkKey seed_;
   std::unique_ptr<HostPool> pool_;
+  bool sglang_keys_ = false;  // key_scheme == "sglang"
 
   ThreadPool threads_;
   CopyEngine copy_;
@@ -358,6 +303,11 @@ class CacheRuntime {
   std::unique_ptr<RecordSealer> sealer_;    // seals disk records; set with disk_
   std::unique_ptr<KeyQueue> write_behind_;  // L1 -> disk
   std::unique_ptr<KeyQueue> prefetch_;      // disk -> L1, issued at lookup
+
+  static constexpr size_t kRemotePutBatch = 8;   // chunks per Put call
+  std::shared_ptr<RemoteTier> remote_;           // set once (SetRemoteTier), then read without a lock
+  std::unique_ptr<KeyQueue> remote_writes_;      // L1 -> remote
+  std::atomic<bool> has_remote_{false};          // set (release) after the two above
 
   mutable std::mutex stats_mu_;
   RuntimeStats stats_;  // guarded by stats_mu_ (pool gauges filled in by Stats())

@@ -1,7 +1,8 @@
 // CacheRuntime, part three: loads. Every load is a PendingLoad: Begin
 // references and checks the cached prefix, LoadLayers moves layers, Finish
-// releases. The one-call Load is the three in a row; an engine that overlaps
-// loading with its forward pass calls them itself, a layer at a time.
+// releases. A one-call load (token_calls.h) is the three in a row; an engine
+// that overlaps loading with its forward pass calls them itself, a layer at
+// a time.
 #include <algorithm>
 #include <cstring>
 
@@ -10,57 +11,13 @@
 
 namespace lmcache {
 
-Status CacheRuntime::Load(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout, const int64_t* slots,
-                          size_t num_slots, size_t* loaded_tokens, uint64_t stream) {
+Status CacheRuntime::BeginLoad(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
+                               size_t num_slots, uint64_t stream, std::unique_ptr<PendingLoad>* out) {
+  // The part of the wanted prefix that only the remote tier has comes into
+  // host memory first (no lock held: the client imports through the runtime).
+  FetchRemotePart(keys, num_slots);
   LMC_ENTER();
-  *loaded_tokens = 0;
-  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
-  std::vector<ChunkKey> keys;
-  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_tokens, &keys));
-  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens, stream);
-}
-
-Status CacheRuntime::LoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                              size_t num_slots, size_t* loaded_tokens, uint64_t stream) {
-  LMC_ENTER();
-  *loaded_tokens = 0;
-  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
-  if (num_slots > keys.size() * options_.chunk_size) return Status::InvalidArgument("more slots than the keys cover");
-  return LoadChunks(keys, layout, slots, num_slots, loaded_tokens, stream);
-}
-
-Status CacheRuntime::BeginLoad(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout,
-                               const int64_t* slots, size_t num_slots, uint64_t stream,
-                               std::unique_ptr<PendingLoad>* out) {
-  LMC_ENTER();
-  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
-  std::vector<ChunkKey> keys;
-  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_tokens, &keys));
-  return BeginLoadChunks(keys, layout, slots, num_slots, stream, out);
-}
-
-Status CacheRuntime::BeginLoadKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                   size_t num_slots, uint64_t stream, std::unique_ptr<PendingLoad>* out) {
-  LMC_ENTER();
-  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
-  if (num_slots > keys.size() * options_.chunk_size) return Status::InvalidArgument("more slots than the keys cover");
-  return BeginLoadChunks(keys, layout, slots, num_slots, stream, out);
-}
-
-Status CacheRuntime::LoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                size_t num_slots, size_t* loaded_tokens, uint64_t stream) {
-  std::unique_ptr<PendingLoad> load;
-  LMC_RETURN_IF_ERROR(BeginLoadChunks(keys, layout, slots, num_slots, stream, &load));
-  const Status moved = LoadLayersOf(load.get(), layout.num_layers);
-  const Status released = ReleaseLoad(load.get());  // also when the copy failed: the references go back
-  if (!moved.ok()) return moved;
-  if (!released.ok()) return released;
-  *loaded_tokens = load->tokens();
-  return Status::Ok();
-}
-
-Status CacheRuntime::BeginLoadChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                     size_t num_slots, uint64_t stream, std::unique_ptr<PendingLoad>* out) {
+  LMC_RETURN_IF_ERROR(CheckHasShape());
   LMC_RETURN_IF_ERROR(CheckLayout(layout));
   LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
   if (layout.device >= 0) LMC_RETURN_IF_ERROR(CheckDeviceReady());

@@ -1,7 +1,8 @@
 // CacheRuntime, part four: stores. Every store is a PendingStore: Begin
 // reserves the chunks and starts the copy, Finish waits for it and publishes
-// the chunks. The one-call Store is the two in a row; a GPU engine that must
-// not wait for the copy calls Begin on its step and Finish later.
+// the chunks. A one-call store (token_calls.h) is the two in a row; a GPU
+// engine that must not wait for the copy calls Begin on its step and Finish
+// later.
 #include <algorithm>
 #include <cstring>
 
@@ -10,64 +11,17 @@
 
 namespace lmcache {
 
-Status CacheRuntime::Store(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout,
-                           const int64_t* slots, size_t num_slots, size_t* stored_tokens, uint64_t stream) {
+Status CacheRuntime::BeginStore(const std::vector<ChunkKey>& all_keys, const KVLayout& layout, const int64_t* slots,
+                                size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out) {
   LMC_ENTER();
-  *stored_tokens = 0;
-  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
-  std::vector<ChunkKey> keys;
-  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_slots, &keys));
-  return StoreChunks(keys, layout, slots, num_slots, stored_tokens, stream);
-}
-
-namespace {
-Status CheckKeySlots(size_t keys, size_t num_slots, uint32_t chunk_size) {
-  if (num_slots != keys * chunk_size) {
-    return Status::InvalidArgument(std::to_string(keys) + " keys need " + std::to_string(keys * chunk_size) +
-                                   " slots, got " + std::to_string(num_slots));
+  LMC_RETURN_IF_ERROR(CheckHasShape());
+  const size_t whole_chunks = num_slots / options_.chunk_size;
+  if (whole_chunks > all_keys.size()) {
+    return Status::InvalidArgument(std::to_string(num_slots) + " slots, more whole chunks than the " +
+                                   std::to_string(all_keys.size()) + " keys");
   }
-  return Status::Ok();
-}
-}  // namespace
-
-Status CacheRuntime::StoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                               size_t num_slots, size_t* stored_tokens, uint64_t stream) {
-  LMC_ENTER();
-  *stored_tokens = 0;
-  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
-  LMC_RETURN_IF_ERROR(CheckKeySlots(keys.size(), num_slots, options_.chunk_size));
-  return StoreChunks(keys, layout, slots, num_slots, stored_tokens, stream);
-}
-
-Status CacheRuntime::BeginStore(const uint32_t* tokens, size_t num_tokens, const KVLayout& layout,
-                                const int64_t* slots, size_t num_slots, uint64_t stream,
-                                std::unique_ptr<PendingStore>* out) {
-  LMC_ENTER();
-  if (num_slots > num_tokens) return Status::InvalidArgument("more slots than tokens");
-  std::vector<ChunkKey> keys;
-  LMC_RETURN_IF_ERROR(HashLocked(tokens, num_slots, &keys));
-  return BeginStoreChunks(keys, layout, slots, num_slots, stream, out);
-}
-
-Status CacheRuntime::BeginStoreKeys(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                    size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out) {
-  LMC_ENTER();
-  if (!has_shape_.load(std::memory_order_acquire)) return Status::InvalidState("the KV shape is not known yet");
-  LMC_RETURN_IF_ERROR(CheckKeySlots(keys.size(), num_slots, options_.chunk_size));
-  return BeginStoreChunks(keys, layout, slots, num_slots, stream, out);
-}
-
-Status CacheRuntime::StoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                 size_t num_slots, size_t* stored_tokens, uint64_t stream) {
-  std::unique_ptr<PendingStore> store;
-  LMC_RETURN_IF_ERROR(BeginStoreChunks(keys, layout, slots, num_slots, stream, &store));
-  LMC_RETURN_IF_ERROR(FinishStore(store.get(), /*publish=*/true));
-  *stored_tokens = store->tokens();
-  return Status::Ok();
-}
-
-Status CacheRuntime::BeginStoreChunks(const std::vector<ChunkKey>& keys, const KVLayout& layout, const int64_t* slots,
-                                      size_t num_slots, uint64_t stream, std::unique_ptr<PendingStore>* out) {
+  // Only whole chunks are stored: the keys of the slots given.
+  const std::vector<ChunkKey> keys(all_keys.begin(), all_keys.begin() + whole_chunks);
   LMC_RETURN_IF_ERROR(CheckLayout(layout));
   LMC_RETURN_IF_ERROR(CheckSlots(slots, num_slots, layout.num_slots()));
   if (layout.device >= 0) LMC_RETURN_IF_ERROR(CheckDeviceReady());
@@ -145,7 +99,7 @@ Status CacheRuntime::BeginStoreChunks(const std::vector<ChunkKey>& keys, const K
     std::lock_guard<std::mutex> lock(loads_mu_);
     open_stores_.insert(store.get());
   }
-  *out = std::move(store);  // outside the lock (see BeginLoadChunks)
+  *out = std::move(store);  // outside the lock (see BeginLoad)
   return Status::Ok();
 }
 
@@ -200,6 +154,7 @@ Status CacheRuntime::FinishStore(PendingStore* store, bool publish) {
       if (!disk_->Contains(key) && !write_behind_->TryPush(key)) ++write_dropped;
     }
   }
+  QueueRemoteWrites(store->reserved_, transfers.size());
   {
     std::lock_guard<std::mutex> lock(loads_mu_);
     open_stores_.erase(store);

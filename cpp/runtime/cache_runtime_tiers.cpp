@@ -150,6 +150,7 @@ void CacheRuntime::FlushWrites() {
   std::shared_lock<std::shared_mutex> lifecycle(lifecycle_);
   if (closed_.load()) return;
   if (write_behind_) write_behind_->Flush();
+  if (has_remote_.load(std::memory_order_acquire)) remote_writes_->Flush();
 }
 
 size_t CacheRuntime::RecordBytes() const {

@@ -7,16 +7,21 @@
  * All functions are thread-safe on the same engine.
  *
  * Typical use:
- *   lmc_config cfg; lmc_config_init(&cfg); cfg.model_id = "my-model";
- *   lmc_engine* e; lmc_engine_create(&cfg, &e);
+ *   lmc_config* cfg; lmc_config_create(&cfg);
+ *   lmc_config_set(cfg, "model_id", "my-model");           // any config key, as text
+ *   lmc_config_set(cfg, "local_disk_path", "/nvme/lmcache"); // optional: the disk tier
+ *   lmc_engine* e; lmc_engine_create(cfg, &e);
+ *   lmc_config_destroy(cfg);                                 // the engine keeps a copy
  *   lmc_kv_layout layout = {...};            // describe your paged KV cache
  *   lmc_engine_register_kv(e, &layout);
  *   lmc_lookup(e, tokens, n, &hit);          // leading tokens cached
+ *   (or lmc_keys_compute once per request and the *_keys calls: one hash pass)
  *   lmc_load(e, tokens, n, &layout, slots, n_slots, &loaded);
  *   lmc_store(e, tokens, n, &layout, slots, n_slots, &stored);
  *   (lmc_load_begin / lmc_load_layers / lmc_load_finish: a load layer by layer;
  *    lmc_store_begin / lmc_store_finish: a store the caller does not wait for.)
- *   lmc_engine_destroy(e);
+ *   uint64_t hits; lmc_get_stat(e, "lookup_hit_tokens", &hits);
+ *   lmc_engine_destroy(e);                   // queued disk writes finish first
  */
 #ifndef LMCACHE_LMCACHE_H_
 #define LMCACHE_LMCACHE_H_
@@ -56,19 +61,11 @@ typedef enum {
   LMC_MEMORY_CUDA = 1
 } lmc_memory;
 
+typedef struct lmc_config lmc_config;
 typedef struct lmc_engine lmc_engine;
 typedef struct lmc_pending_load lmc_pending_load;
 typedef struct lmc_pending_store lmc_pending_store;
-
-typedef struct {
-  uint32_t chunk_size;          /* tokens per chunk (default 256) */
-  uint64_t l1_capacity_bytes;   /* host memory tier size (default 1 GiB) */
-  int32_t num_threads;          /* copy threads; <= 0: one per CPU */
-  const char* model_id;         /* part of every key; may be NULL */
-  const char* tenant_salt;      /* isolates tenants; may be NULL */
-  uint32_t tp_rank;
-  uint32_t tp_size;
-} lmc_config;
+typedef struct lmc_keys lmc_keys;
 
 /*
  * A paged KV cache. The vector of (layer l, plane p, slot s, head h) starts at
@@ -96,27 +93,41 @@ typedef struct {
   int32_t cuda_device;
 } lmc_kv_layout;
 
-typedef struct {
-  uint64_t lookups;
-  uint64_t lookup_tokens;
-  uint64_t lookup_hit_tokens;
-  uint64_t stored_chunks;
-  uint64_t store_dropped_chunks;
-  uint64_t loaded_chunks;
-  uint64_t loaded_tokens;
-  uint64_t load_errors;
-  uint64_t evicted_chunks;
-  uint64_t l1_used_bytes;
-  uint64_t l1_capacity_bytes;
-  uint64_t l1_chunks;
-} lmc_stats;
+/*
+ * Configuration, by name, so that a new option never changes a struct that
+ * a compiled program knows. The keys are lmcache's config keys, the same as
+ * the Python Config's (and the LMCACHE_<KEY> environment variables'):
+ * chunk_size, l1_capacity_gb, num_copy_threads, eviction_policy, model_id,
+ * tenant_salt, verify_l1_checksums, key_scheme, local_disk_path,
+ * disk_capacity_gb, disk_io_backend, disk_queue_depth, write_behind_chunks,
+ * disk_lock_timeout_s, encrypt_records; the `lmcache config` command or
+ * lmcache.Config.describe() lists them with their defaults and limits. Also
+ * tp_rank and tp_size (this engine's place in a tensor-parallel group).
+ *
+ * Values are text: "true"/"false" (or 1/0, yes/no, on/off), decimal
+ * numbers, sizes in GiB ("0.5"). An unknown key or a bad value is
+ * LMC_ERR_INVALID_ARGUMENT, and lmc_last_error() names the key and what is
+ * allowed; the config is then unchanged. A config is for one thread at a
+ * time.
+ *
+ * The disk tier needs only local_disk_path: an existing directory, private
+ * to this user (lmcache keeps its records, and the key that seals them, in
+ * a subdirectory), and a build of lmcache with OpenSSL. One engine at a
+ * time per directory.
+ */
+LMC_API lmc_status lmc_config_create(lmc_config** out);
+LMC_API lmc_status lmc_config_set(lmc_config* config, const char* key, const char* value);
+/* NULL is accepted. */
+LMC_API void lmc_config_destroy(lmc_config* config);
 
-/* Fills *config with the defaults. */
-LMC_API void lmc_config_init(lmc_config* config);
-
+/* config may be NULL (every default). The engine keeps its own copy: the
+ * config can be changed or destroyed afterwards. */
 LMC_API lmc_status lmc_engine_create(const lmc_config* config, lmc_engine** out);
-/* Waits for calls in flight, then frees everything. NULL is accepted. */
+/* Waits for calls in flight and for queued disk writes, then frees
+ * everything. NULL is accepted. */
 LMC_API void lmc_engine_destroy(lmc_engine* engine);
+/* Blocks until the chunks queued for the disk tier are written. */
+LMC_API lmc_status lmc_engine_flush(lmc_engine* engine);
 
 /* Fixes the KV shape (layers, planes, heads, head_dim, dtype); required before
  * lookup/store/load. Registering again with the same shape is allowed. */
@@ -164,7 +175,43 @@ LMC_API lmc_status lmc_store_begin(lmc_engine* engine, const uint32_t* tokens, s
                                    uint64_t stream, lmc_pending_store** out, size_t* tokens_to_store);
 LMC_API lmc_status lmc_store_finish(lmc_pending_store* store, size_t* stored_tokens);
 
-LMC_API lmc_status lmc_get_stats(lmc_engine* engine, lmc_stats* out);
+/*
+ * Keys once per request. The calls above hash the tokens they are given,
+ * each time. An engine that looks up, loads and stores the same request
+ * computes its chunk keys once (lmc_keys_compute: one pass over the tokens,
+ * in the configured key_scheme; or lmc_keys_from_ids for engines that name
+ * their chunks themselves, one chunk per id) and passes them to the *_keys
+ * calls, which behave as their token twins with the request's keys. Keys
+ * belong to the engine that made them; lmc_keys_destroy frees them (NULL
+ * accepted). A store with keys stores chunk c = 0 .. num_slots/chunk_size-1.
+ */
+LMC_API lmc_status lmc_keys_compute(lmc_engine* engine, const uint32_t* tokens, size_t num_tokens, lmc_keys** out);
+LMC_API lmc_status lmc_keys_from_ids(lmc_engine* engine, const char* const* ids, size_t num_ids, lmc_keys** out);
+LMC_API size_t lmc_keys_count(const lmc_keys* keys);
+LMC_API void lmc_keys_destroy(lmc_keys* keys);
+LMC_API lmc_status lmc_lookup_keys(lmc_engine* engine, const lmc_keys* keys, size_t* hit_tokens);
+LMC_API lmc_status lmc_load_begin_keys(lmc_engine* engine, const lmc_keys* keys, const lmc_kv_layout* layout,
+                                       const int64_t* slots, size_t num_slots, uint64_t stream,
+                                       lmc_pending_load** out, size_t* tokens_to_load);
+LMC_API lmc_status lmc_store_begin_keys(lmc_engine* engine, const lmc_keys* keys, const lmc_kv_layout* layout,
+                                        const int64_t* slots, size_t num_slots, uint64_t stream,
+                                        lmc_pending_store** out, size_t* tokens_to_store);
+
+/*
+ * Stats, by name: counters (lookups, lookup_hit_tokens, stored_chunks,
+ * loaded_tokens, l1_used_bytes, ...), disk_enabled (0 or 1) and, with the
+ * disk tier, its counters (disk_reads, disk_writes, promoted_chunks, ...).
+ * A tier's counters read 0 while it is off. lmc_stat_name(i) for
+ * i < lmc_stats_count() lists them all (NULL past the end); the order may
+ * change between versions, the names do not. An unknown name is
+ * LMC_ERR_NOT_FOUND.
+ */
+LMC_API size_t lmc_stats_count(void);
+LMC_API const char* lmc_stat_name(size_t index);
+LMC_API lmc_status lmc_get_stat(lmc_engine* engine, const char* name, uint64_t* value);
+/* All of them from one snapshot: values[i] is stat lmc_stat_name(i), for
+ * i < count (count may be below lmc_stats_count(); above it, the rest is 0). */
+LMC_API lmc_status lmc_get_stats(lmc_engine* engine, uint64_t* values, size_t count);
 
 /* Message of the last failing call on this thread ("" if none). Valid until
  * the next lmcache call on this thread. */

@@ -1,10 +1,14 @@
 """One typed, frozen configuration for lmcache.
 
-Sources, later ones winning: the defaults below, a YAML file (``path`` or the
+Sources, later ones winning: the defaults, a YAML file (``path`` or the
 ``LMCACHE_CONFIG_FILE`` environment variable), ``LMCACHE_<KEY>`` environment
 variables, and a dict of overrides (an engine's extra-config). Every key is a
 field name; unknown keys and bad values raise :class:`ConfigError` naming the
 key and what is allowed.
+
+The native runtime's keys (their defaults, limits, choices and docs) come
+from the runtime's own table, the one the C API reads too; the keys that
+only Python reads are declared below.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import dataclasses
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping, Optional
 
+from lmcache import _core
 from lmcache.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -27,74 +32,84 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _field(default: Any, doc: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None,
-           choices: Optional[tuple] = None, secret: bool = False):
+def _field(default: Any, doc: str, *, section: str, minimum: Optional[float] = None,
+           maximum: Optional[float] = None, choices: Optional[tuple] = None, secret: bool = False):
     # A secret field is never shown: repr() leaves it out (see Config.__repr__).
     return field(default=default, repr=not secret,
-                 metadata={"doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices, "secret": secret})
+                 metadata={"doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices, "secret": secret,
+                           "section": section})
 
+
+# The native runtime's keys, with their defaults, limits, choices and docs,
+# come from its own table (cpp/runtime/runtime_options.def) so that Python,
+# the C API and the runtime cannot disagree.
+_RUNTIME_TABLE = _core.option_table()
+RUNTIME_KEYS = tuple(row["name"] for row in _RUNTIME_TABLE)
 
 _MAX_SECONDS = 24 * 3600.0  # a timeout beyond a day is a mistake, not a wish
-_MAX_GB = float(1 << 20)    # 1 PiB
 
-
-@dataclass(frozen=True)
-class Config:
-    chunk_size: int = _field(256, "Tokens per stored chunk.", minimum=1, maximum=1 << 20)
-    l1_capacity_gb: float = _field(2.0, "Size of the host-memory tier (L1) in GiB.", minimum=0.0, maximum=_MAX_GB)
-    num_copy_threads: int = _field(0, "Threads for CPU copies; 0 means one per CPU.", minimum=0, maximum=1024)
-    eviction_policy: str = _field("lru", "How L1 chooses what to evict.", choices=("lru",))
-    model_id: str = _field("", "Model name in every key; engines fill it in when empty.")
-    tenant_salt: str = _field("", "Isolates tenants: different salts never share entries.")
-    verify_l1_checksums: bool = _field(False, "Verify the payload checksum on every L1 load (slower).")
-    local_disk_path: str = _field("", "Directory of the local disk tier (L2); empty: no disk tier.")
-    disk_capacity_gb: float = _field(16.0, "Size limit of the disk tier in GiB (least recently used records go first).",
-                                     minimum=0.0, maximum=_MAX_GB)
-    disk_io_backend: str = _field("auto", "Disk I/O: auto (io_uring when usable, else threads) or threads.",
-                                  choices=("auto", "threads"))
-    disk_queue_depth: int = _field(32, "I/O operations in flight on the disk tier.", minimum=1, maximum=4096)
-    write_behind_chunks: int = _field(64, "L1-to-disk writes queued; more are dropped (and counted).", minimum=1,
-                                      maximum=1 << 20)
-    disk_lock_timeout_s: float = _field(10.0, "How long to wait for another process to release the disk directory.",
-                                        minimum=0.0, maximum=_MAX_SECONDS)
-    remote_url: str = _field("", "Shared remote tier (L3): redis://, rediss://, redis+cluster://h1:p1,h2:p2 "
-                             "(password in the URL is never logged); empty: none.")
-    remote_timeout_s: float = _field(1.0, "Timeout of every remote operation; a timeout is a miss.", minimum=0.001,
-                                     maximum=_MAX_SECONDS)
-    remote_codec: str = _field("none", "Value codec on the remote tier: none, zstd, lz4 (lossless) or fp8 (lossy).",
-                               choices=("none", "zstd", "lz4", "fp8"))
-    remote_queue_chunks: int = _field(64, "Chunks queued for the remote tier; more are dropped (and counted).",
-                                      minimum=1, maximum=1 << 20)
-    remote_tls_ca_file: str = _field("", "rediss://: CA bundle that the server's certificate must chain to "
-                                     "(empty: the system's); the host name is always checked.")
-    remote_tls_cert_file: str = _field("", "rediss://: client certificate (PEM) for servers that require one.")
-    remote_tls_key_file: str = _field("", "rediss://: private key (PEM) of the client certificate.")
-    auth_secret: str = _field("", "Secret that authenticates (MAC) every record on disk and on the remote tier; "
-                              "needed with remote_url. Never logged or shown. Prefer auth_secret_file or the "
-                              "LMCACHE_AUTH_SECRET environment variable.", secret=True)
-    auth_secret_file: str = _field("", "File holding auth_secret (read once at start; must not be readable by "
-                                   "group or others).")
-    encrypt_records: bool = _field(False, "Also encrypt records (AES-256-GCM) on disk and on the remote tier.")
-    key_scheme: str = _field("lmcache", "How chunks are named: lmcache (XXH3 chain, native) or sglang (SGLang's "
-                             "page hashes, with chunk_size = SGLang's page size: chunks shareable with SGLang).",
-                             choices=("lmcache", "sglang"))
-    lookup_timeout_s: float = _field(5.0, "vLLM: scheduler-to-worker lookup timeout; a timeout is a miss.", minimum=0.001,
-                                     maximum=_MAX_SECONDS)
-    load_failure_policy: str = _field(
-        "recompute", "vLLM: what a load that fails after a hit becomes.", choices=("recompute", "fail")
-    )
-    layerwise_load: str = _field(
+# Keys that only the Python side reads (the remote tier, secrets, the vLLM
+# connector, fault injection): declared here.
+_PYTHON_FIELDS = [
+    ("remote_url", "str", _field(
+        "", "Shared remote tier (L3): redis://, rediss://, redis+cluster://h1:p1,h2:p2 (password in the URL is "
+        "never logged); empty: none.", section="remote")),
+    ("remote_timeout_s", "float", _field(
+        1.0, "Timeout of every remote operation; a timeout is a miss.", section="remote", minimum=0.001,
+        maximum=_MAX_SECONDS)),
+    ("remote_codec", "str", _field(
+        "none", "Value codec on the remote tier: none, zstd, lz4 (lossless) or fp8 (lossy).", section="remote",
+        choices=("none", "zstd", "lz4", "fp8"))),
+    ("remote_queue_chunks", "int", _field(
+        64, "Chunks queued for the remote tier; more are dropped (and counted).", section="remote", minimum=1,
+        maximum=1 << 20)),
+    ("remote_tls_ca_file", "str", _field(
+        "", "rediss://: CA bundle that the server's certificate must chain to (empty: the system's); the host "
+        "name is always checked.", section="remote")),
+    ("remote_tls_cert_file", "str", _field(
+        "", "rediss://: client certificate (PEM) for servers that require one.", section="remote")),
+    ("remote_tls_key_file", "str", _field(
+        "", "rediss://: private key (PEM) of the client certificate.", section="remote")),
+    ("auth_secret", "str", _field(
+        "", "Secret that authenticates (MAC) every record on disk and on the remote tier; needed with remote_url. "
+        "Never logged or shown. Prefer auth_secret_file or the LMCACHE_AUTH_SECRET environment variable.",
+        section="security", secret=True)),
+    ("auth_secret_file", "str", _field(
+        "", "File holding auth_secret (read once at start; must not be readable by group or others).",
+        section="security")),
+    ("lookup_timeout_s", "float", _field(
+        5.0, "vLLM: scheduler-to-worker lookup timeout; a timeout is a miss.", section="vllm", minimum=0.001,
+        maximum=_MAX_SECONDS)),
+    ("load_failure_policy", "str", _field(
+        "recompute", "vLLM: what a load that fails after a hit becomes.", section="vllm",
+        choices=("recompute", "fail"))),
+    ("layerwise_load", "str", _field(
         "auto", "vLLM: load layer by layer, each layer waited for just before its attention (on a GPU the copy of "
         "layer i+1 overlaps the compute of layer i): auto (on for GPU caches when lmcache has CUDA), on, off "
-        "(one load before the forward pass).", choices=("auto", "on", "off"))
-    async_store: str = _field(
+        "(one load before the forward pass).", section="vllm", choices=("auto", "on", "off"))),
+    ("async_store", "str", _field(
         "auto", "vLLM: begin stores after the forward pass and publish them from a thread of lmcache's, so the "
         "engine's thread never waits for a store copy: auto (on for GPU caches when lmcache has CUDA), on, off.",
-        choices=("auto", "on", "off"))
-    fault_load_rate: float = _field(0.0, "Testing: share of loads made to fail (chunk corrupted or dropped).", minimum=0.0,
-                                    maximum=1.0)
-    fault_seed: int = _field(0, "Testing: seed of the fault injector.")
-    fault_load_max: int = _field(0, "Testing: faults injected at most (0: no limit).", minimum=0)
+        section="vllm", choices=("auto", "on", "off"))),
+    ("fault_load_rate", "float", _field(
+        0.0, "Testing: share of loads made to fail (chunk corrupted or dropped).", section="testing", minimum=0.0,
+        maximum=1.0)),
+    ("fault_seed", "int", _field(0, "Testing: seed of the fault injector.", section="testing")),
+    ("fault_load_max", "int", _field(0, "Testing: faults injected at most (0: no limit).", section="testing",
+                                     minimum=0)),
+]
+
+SECTIONS = ("runtime", "remote", "security", "vllm", "testing")
+
+
+def _runtime_fields() -> list:
+    return [(row["name"], row["type"], _field(row["default"], row["doc"], section="runtime", minimum=row["minimum"],
+                                              maximum=row["maximum"], choices=row["choices"]))
+            for row in _RUNTIME_TABLE]
+
+
+class _ConfigMethods:
+    """Config's behaviour; its fields are made from the two lists above."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -136,17 +151,49 @@ class Config:
         _check_keys(changes, "replace()")
         return dataclasses.replace(self, **changes)
 
+    def runtime_options(self) -> dict[str, Any]:
+        """The native runtime's keys and their values, for lmcache._core.Runtime(**options)."""
+        return {name: getattr(self, name) for name in RUNTIME_KEYS}
+
     @classmethod
     def keys(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def describe(cls) -> str:
-        """One line per key: name, type, default and doc."""
+        """Every key by section: name, type, default, what is allowed, and doc."""
         lines = []
-        for f in dataclasses.fields(cls):
-            lines.append(f"{f.name} ({f.type}, default {f.default!r}): {f.metadata['doc']}")
+        for section in SECTIONS:
+            lines.append(f"{section}:")
+            for f in dataclasses.fields(cls):
+                if f.metadata["section"] != section:
+                    continue
+                m = f.metadata
+                allowed = ""
+                if m["choices"] is not None:
+                    allowed = ", one of " + ", ".join(map(repr, m["choices"]))
+                elif m["minimum"] is not None and m["maximum"] is not None:
+                    allowed = f", {m['minimum']} to {m['maximum']}"
+                elif m["minimum"] is not None:
+                    allowed = f", at least {m['minimum']}"
+                default = "(hidden)" if m["secret"] and f.default else repr(f.default)
+                lines.append(f"  {f.name} ({f.type}, default {default}{allowed}): {m['doc']}")
         return "\n".join(lines)
+
+
+def _make_config_class() -> type:
+    fields = _runtime_fields() + _PYTHON_FIELDS
+    names = [name for name, _, _ in fields]
+    assert len(names) == len(set(names)), "a Python key repeats a runtime key"
+    assert all(f.metadata["section"] in SECTIONS for _, _, f in fields)
+    # repr=False: _ConfigMethods.__repr__ hides secrets; frozen: a config never changes once made.
+    cls = dataclasses.make_dataclass("Config", fields, bases=(_ConfigMethods,), frozen=True, repr=False)
+    cls.__module__ = __name__
+    cls.__doc__ = "lmcache's configuration: one frozen, typed value per key (Config.describe() lists them)."
+    return cls
+
+
+Config = _make_config_class()
 
 
 def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:

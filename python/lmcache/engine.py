@@ -7,8 +7,10 @@ work in one native call with the GIL released.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
+import weakref
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -16,10 +18,9 @@ import numpy as np
 from lmcache import _core
 from lmcache.config import Config
 from lmcache.errors import ClosedError, ConfigError, InvalidArgumentError, InvalidStateError
-from lmcache.layouts import TensorOrList, describe
+from lmcache.layouts import TensorOrList, describe, slots_from_blocks
 from lmcache.record_key import record_key
 
-_GIB = 1 << 30
 
 
 class CacheEngine:
@@ -52,20 +53,9 @@ class CacheEngine:
             self.config = self.config.replace(model_id=model_id)
         key = record_key(self.config)  # None: the disk tier keeps a key of its own
         self._pid = os.getpid()
-        self._runtime = _core.Runtime(
-            chunk_size=self.config.chunk_size,
-            l1_capacity_bytes=int(self.config.l1_capacity_gb * _GIB),
-            num_threads=self.config.num_copy_threads,
-            eviction_policy=self.config.eviction_policy,
-            model_id=self.config.model_id,
-            tenant_salt=self.config.tenant_salt,
-            tp_rank=tp_rank,
-            tp_size=tp_size,
-            verify_l1_checksums=self.config.verify_l1_checksums,
-            record_key=key or b"",
-            encrypt_records=self.config.encrypt_records,
-            **self._disk_options(tp_rank, tp_size),
-        )
+        options = self.config.runtime_options()
+        options.update(self._disk_options(tp_rank, tp_size))
+        self._runtime = _core.Runtime(**options, tp_rank=tp_rank, tp_size=tp_size, record_key=key or b"")
         self._remote = None
         if self.config.remote_url:
             from lmcache.remote import RemoteTls, make_remote_tier
@@ -77,6 +67,9 @@ class CacheEngine:
             self._remote = RemoteStore(self._runtime, tier, codec=self.config.remote_codec,
                                        queue_chunks=self.config.remote_queue_chunks, record_key=key,
                                        encrypt=self.config.encrypt_records)
+            # The runtime's remote writer calls into Python: close (and so let it
+            # finish) before the interpreter goes away, if the owner did not.
+            atexit.register(_close_at_exit, weakref.ref(self))
         self._lock = threading.Lock()
         self._layout: Optional[_core.KVLayout] = None
         self._layout_name = "vllm_flash_attn"
@@ -84,11 +77,13 @@ class CacheEngine:
         self._kv_caches: Any = None  # keeps the registered tensors (and so their memory) alive
 
     def _disk_options(self, tp_rank: int, tp_size: int) -> dict:
+        # The disk tier's directory, made private here: each tensor-parallel
+        # shard gets one of its own (and so its own lock).
         c = self.config
         if not c.local_disk_path:
             return {}
         path = c.local_disk_path
-        if tp_size > 1:  # each shard owns its own directory (and lock)
+        if tp_size > 1:
             path = os.path.join(path, f"tp{tp_rank}-of-{tp_size}")
         try:
             # Private from the start (the native tier refuses a directory others can write to).
@@ -96,14 +91,7 @@ class CacheEngine:
             os.makedirs(path, mode=0o700, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"config key 'local_disk_path': cannot use {path!r} as a directory: {e.strerror}") from None
-        return {
-            "disk_dir": path,
-            "disk_capacity_bytes": int(c.disk_capacity_gb * _GIB),
-            "disk_force_threads": c.disk_io_backend == "threads",
-            "disk_queue_depth": c.disk_queue_depth,
-            "write_behind_chunks": c.write_behind_chunks,
-            "disk_lock_timeout_s": c.disk_lock_timeout_s,
-        }
+        return {"local_disk_path": path}
 
     @property
     def disk_backend(self) -> str:
@@ -119,8 +107,6 @@ class CacheEngine:
         """Waits until chunks queued for the disk and remote tiers are written."""
         self._check_not_forked()
         self._runtime.flush_writes()
-        if self._remote is not None:
-            self._remote.flush()
 
     # ------------------------------------------------------------- set-up
     @property
@@ -152,166 +138,85 @@ class CacheEngine:
             self._layout_name, self._block_size = layout, block_size
         return described
 
-    # ------------------------------------------------------------- operations
-    def lookup(self, tokens) -> int:
-        """Number of leading tokens of `tokens` that are cached (a multiple of chunk_size)."""
-        tok = _tokens(tokens)
-        hit = self._runtime.lookup(tok)
-        if self._remote is not None and hit + self.chunk_size <= len(tok):
-            # The local tiers' prefix ended: ask the remote store how far it goes on.
-            keys = self._runtime.hash_tokens(tok)
-            hit += self._remote.count_prefix(keys[hit // self.chunk_size:]) * self.chunk_size
-        return hit
+    # ------------------------------------------------------------- keys
+    # Every operation takes a request as its token ids or as its ChunkKeys.
+    # Tokens are hashed on each call; an adapter that looks up, loads and
+    # stores the same request computes keys(tokens) once and passes them.
+    def keys(self, tokens) -> "_core.ChunkKeys":
+        """The request's chunk keys (whole chunks only), in the configured key
+        scheme: one native pass over the tokens, counted in stats()["hash_passes"]."""
+        return self._runtime.keys(_tokens(tokens))
 
-    def store(
-        self,
-        tokens,
-        kv_caches: Optional[TensorOrList] = None,
-        *,
-        slot_mapping=None,
-        block_ids: Optional[Sequence[int]] = None,
-        layout: Optional[str] = None,
-        block_size: Optional[int] = None,
-        stream: Optional[int] = None,
-    ) -> int:
-        """Stores the whole chunks of `tokens` covered by the slot mapping; returns tokens newly stored."""
-        return self.begin_store(tokens, kv_caches, slot_mapping=slot_mapping, block_ids=block_ids, layout=layout,
+    def keys_from_ids(self, ids: Sequence[str]) -> "_core.ChunkKeys":
+        """Keys of chunks an engine names itself, one chunk (chunk_size tokens)
+        per id, in order. SGLang names each page by a hash of its tokens and
+        never hands lmcache the tokens; its ids are mapped into this engine's
+        namespace (model, KV shape, TP shard, tenant)."""
+        return self._runtime.keys_from_ids(list(ids))
+
+    def chunk_keys(self, tokens) -> list[str]:
+        """Hex names of the request's chunk keys (for tiers, tools and tests)."""
+        return self._as_keys(tokens).hex()
+
+    def _as_keys(self, request) -> "_core.ChunkKeys":
+        return request if isinstance(request, _core.ChunkKeys) else self.keys(request)
+
+    # ------------------------------------------------------------- operations
+    def lookup(self, request) -> int:
+        """Number of leading tokens of the request (token ids or ChunkKeys)
+        that are cached in any tier (a multiple of chunk_size)."""
+        return self._runtime.lookup(self._as_keys(request)) * self.chunk_size
+
+    def store(self, request, kv_caches: Optional[TensorOrList] = None, *, slot_mapping=None,
+              block_ids: Optional[Sequence[int]] = None, layout: Optional[str] = None,
+              block_size: Optional[int] = None, stream: Optional[int] = None) -> int:
+        """Stores the request's whole chunks covered by the slot mapping (or
+        block table); returns tokens newly stored."""
+        return self.begin_store(request, kv_caches, slot_mapping=slot_mapping, block_ids=block_ids, layout=layout,
                                 block_size=block_size, stream=stream).finish()
 
-    def begin_store(
-        self,
-        tokens,
-        kv_caches: Optional[TensorOrList] = None,
-        *,
-        slot_mapping=None,
-        block_ids: Optional[Sequence[int]] = None,
-        layout: Optional[str] = None,
-        block_size: Optional[int] = None,
-        stream: Optional[int] = None,
-    ) -> "PendingStore":
+    def begin_store(self, request, kv_caches: Optional[TensorOrList] = None, *, slot_mapping=None,
+                    block_ids: Optional[Sequence[int]] = None, layout: Optional[str] = None,
+                    block_size: Optional[int] = None, stream: Optional[int] = None) -> "PendingStore":
         """The same store in two steps: reserves the chunks and starts the copy
         (with a GPU cache it is enqueued on `stream` and this returns at once);
         `.finish()` waits for it and publishes the chunks. The engine must not
         overwrite the slots being stored until the copy is done."""
-        tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
+        keys, kv, slots = self._request_args(request, kv_caches, slot_mapping, block_ids, layout, block_size,
+                                             for_store=True)
         tensors = self._tensors_of(kv_caches)
-        native = self._runtime.begin_store(tok, kv, slots, stream=_stream(kv, stream))
-        remote_keys = (lambda: self._runtime.hash_tokens(tok[: len(slots)])) if self._remote is not None else None
-        return PendingStore(native, self._remote, remote_keys, tensors)
+        return PendingStore(self._runtime.begin_store(keys, kv, slots, stream=_stream(kv, stream)), tensors)
 
-    def load(
-        self,
-        tokens,
-        kv_caches: Optional[TensorOrList] = None,
-        *,
-        slot_mapping=None,
-        block_ids: Optional[Sequence[int]] = None,
-        layout: Optional[str] = None,
-        block_size: Optional[int] = None,
-        stream: Optional[int] = None,
-    ) -> int:
-        """Loads the cached prefix of `tokens` into the slots given; returns the
+    def load(self, request, kv_caches: Optional[TensorOrList] = None, *, slot_mapping=None,
+             block_ids: Optional[Sequence[int]] = None, layout: Optional[str] = None,
+             block_size: Optional[int] = None, stream: Optional[int] = None) -> int:
+        """Loads the request's cached prefix into the slots given; returns the
         number of leading tokens now valid in the engine's cache (never more
         than the slots given; fewer if a chunk vanished since lookup)."""
-        tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
-        if self._remote is not None:
-            self._fetch_remote_part(tok, len(slots))
-        return self._runtime.load(tok, kv, slots, stream=_stream(kv, stream))
+        with self.begin_load(request, kv_caches, slot_mapping=slot_mapping, block_ids=block_ids, layout=layout,
+                             block_size=block_size, stream=stream) as pending:
+            pending.load_layers(pending.num_layers)
+        return pending.tokens
 
-    def begin_load(
-        self,
-        tokens,
-        kv_caches: Optional[TensorOrList] = None,
-        *,
-        slot_mapping=None,
-        block_ids: Optional[Sequence[int]] = None,
-        layout: Optional[str] = None,
-        block_size: Optional[int] = None,
-        stream: Optional[int] = None,
-    ) -> "PendingLoad":
+    def begin_load(self, request, kv_caches: Optional[TensorOrList] = None, *, slot_mapping=None,
+                   block_ids: Optional[Sequence[int]] = None, layout: Optional[str] = None,
+                   block_size: Optional[int] = None, stream: Optional[int] = None) -> "PendingLoad":
         """The same load in steps, for layer-by-layer loading: returns a
         PendingLoad that holds the cached prefix (`.tokens` of them) until
         `.finish()`; `.load_layers(end)` moves the layers before `end`. With a
         GPU cache every copy is enqueued on `stream` and load_layers returns at
         once: record an event on that stream to wait for a layer."""
-        tok, kv, slots = self._token_args(tokens, kv_caches, slot_mapping, block_ids, layout, block_size)
+        keys, kv, slots = self._request_args(request, kv_caches, slot_mapping, block_ids, layout, block_size,
+                                             for_store=False)
         tensors = self._tensors_of(kv_caches)
-        if self._remote is not None:
-            self._fetch_remote_part(tok, len(slots))
-        return PendingLoad(self._runtime.begin_load(tok, kv, slots, stream=_stream(kv, stream)), tensors)
+        return PendingLoad(self._runtime.begin_load(keys, kv, slots, stream=_stream(kv, stream)), tensors)
 
-    def _fetch_remote_part(self, tok, num_slots: int) -> None:
-        """Brings the chunks of the wanted prefix that only the remote store has into host memory."""
-        cs = self.chunk_size
-        wanted = min(len(tok) // cs, -(-num_slots // cs))
-        if self._runtime.lookup(tok) // cs < wanted:
-            self._remote.fetch_into_runtime(self._runtime.hash_tokens(tok), wanted)
-
-    # ------------------------------------------------------------- chunks named by the engine
-    # SGLang names each page by a hash of its tokens and never hands lmcache
-    # the tokens; these calls take such ids (one chunk = chunk_size tokens
-    # per id, in order) and map them into this engine's key namespace.
-    def lookup_ids(self, ids: Sequence[str]) -> int:
-        """Number of leading ids whose chunks are cached (any tier)."""
-        keys = self._runtime.keys_from_ids(list(ids))
-        hit = self._runtime.lookup_keys(keys)
-        if self._remote is not None and hit < len(keys):
-            hit += self._remote.count_prefix(keys[hit:])
-        return hit
-
-    def store_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
-                  layout: Optional[str] = None, block_size: Optional[int] = None,
-                  stream: Optional[int] = None) -> int:
-        """Stores one chunk per id from slot_mapping (len(ids) * chunk_size slots); returns tokens newly stored."""
-        return self.begin_store_ids(ids, kv_caches, slot_mapping=slot_mapping, layout=layout, block_size=block_size,
-                                    stream=stream).finish()
-
-    def begin_store_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
-                        layout: Optional[str] = None, block_size: Optional[int] = None,
-                        stream: Optional[int] = None) -> "PendingStore":
-        """store_ids in two steps (see begin_store)."""
-        keys = self._runtime.keys_from_ids(list(ids))
-        kv = self._resolve_layout(kv_caches, layout, block_size)
-        tensors = self._tensors_of(kv_caches)
-        native = self._runtime.begin_store_keys(keys, kv, _int_array(slot_mapping, np.int64, "slot_mapping"),
-                                                stream=_stream(kv, stream))
-        return PendingStore(native, self._remote, lambda: keys, tensors)
-
-    def load_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
-                 layout: Optional[str] = None, block_size: Optional[int] = None,
-                 stream: Optional[int] = None) -> int:
-        """Loads the cached leading chunks of `ids`; returns tokens now valid (a prefix of the slots)."""
-        keys = self._runtime.keys_from_ids(list(ids))
-        kv = self._resolve_layout(kv_caches, layout, block_size)
-        slots = _int_array(slot_mapping, np.int64, "slot_mapping")
-        self._fetch_remote_keys(keys, len(slots))
-        return self._runtime.load_keys(keys, kv, slots, stream=_stream(kv, stream))
-
-    def begin_load_ids(self, ids: Sequence[str], kv_caches: Optional[TensorOrList] = None, *, slot_mapping,
-                       layout: Optional[str] = None, block_size: Optional[int] = None,
-                       stream: Optional[int] = None) -> "PendingLoad":
-        """load_ids in steps (see begin_load)."""
-        keys = self._runtime.keys_from_ids(list(ids))
-        kv = self._resolve_layout(kv_caches, layout, block_size)
-        tensors = self._tensors_of(kv_caches)
-        slots = _int_array(slot_mapping, np.int64, "slot_mapping")
-        self._fetch_remote_keys(keys, len(slots))
-        return PendingLoad(self._runtime.begin_load_keys(keys, kv, slots, stream=_stream(kv, stream)), tensors)
-
-    def _fetch_remote_keys(self, keys: list, num_slots: int) -> None:
-        if self._remote is not None:
-            self._remote.fetch_into_runtime(keys, min(len(keys), -(-num_slots // self.chunk_size)))
-
-    def pin(self, tokens) -> int:
+    def pin(self, request) -> int:
         """Protects the cached chunks of a prefix from eviction; returns chunks pinned."""
-        return self._runtime.pin(_tokens(tokens))
+        return self._runtime.pin(self._as_keys(request))
 
-    def unpin(self, tokens) -> int:
-        return self._runtime.unpin(_tokens(tokens))
-
-    def chunk_keys(self, tokens) -> list[str]:
-        """Hex keys of the whole chunks of `tokens` (for tiers, tools and tests)."""
-        return self._runtime.hash_tokens(_tokens(tokens))
+    def unpin(self, request) -> int:
+        return self._runtime.unpin(self._as_keys(request))
 
     def clear(self, *, include_disk: bool = True) -> int:
         """Drops every cached chunk that is not in use or pinned; returns how many."""
@@ -320,17 +225,15 @@ class CacheEngine:
     def stats(self) -> dict[str, int]:
         s = self._runtime.stats()
         s["chunk_size"] = self.chunk_size
-        if self._remote is not None:
-            s.update(self._remote.snapshot())
         return s
 
     def close(self) -> None:
         """Waits for calls in flight and frees the host tier. Later calls raise ClosedError."""
         if os.getpid() != self._pid:
             return  # a forked child's copy: the parent's threads, locks and directory are not its to close
+        self._runtime.close()  # lets queued writes to disk and the remote tier finish first
         if self._remote is not None:
-            self._remote.close()  # finishes queued writes first: they read host memory
-        self._runtime.close()
+            self._remote.close()
         with self._lock:
             self._layout, self._kv_caches = None, None
 
@@ -369,11 +272,21 @@ class CacheEngine:
             raise InvalidArgumentError("no KV caches given and none registered (call register_kv_caches first)")
         return self._layout
 
-    def _token_args(self, tokens, kv_caches, slot_mapping, block_ids, layout, block_size):
-        """The native arguments of a token-addressed store or load: tokens, layout, slots."""
-        tok = _tokens(tokens)
+    def _request_args(self, request, kv_caches, slot_mapping, block_ids, layout, block_size, *, for_store: bool):
+        """The native arguments of a store or load: keys, layout, slots. Token
+        ids are hashed here; for a store only the tokens the slots cover."""
         kv = self._resolve_layout(kv_caches, layout, block_size)
-        return tok, kv, self._slots(kv, slot_mapping, block_ids, len(tok))
+        if isinstance(request, _core.ChunkKeys):
+            keys, num_tokens = request, len(request) * self.chunk_size
+        else:
+            tok = _tokens(request)
+            keys, num_tokens = None, len(tok)
+        slots = self._slots(kv, slot_mapping, block_ids, num_tokens)
+        if keys is None:
+            if len(slots) > num_tokens:
+                raise InvalidArgumentError(f"more slots than tokens ({len(slots)} > {num_tokens})")
+            keys = self._runtime.keys(tok[: len(slots)] if for_store else tok)
+        return keys, kv, slots
 
     @staticmethod
     def _slots(layout: _core.KVLayout, slot_mapping, block_ids, num_tokens: int):
@@ -382,7 +295,7 @@ class CacheEngine:
         if slot_mapping is not None:
             return _int_array(slot_mapping, np.int64, "slot_mapping")
         # Natively: every id is checked against the cache before it is multiplied.
-        return _core.slots_from_blocks(layout, _int_array(block_ids, np.int64, "block_ids"), num_tokens)
+        return slots_from_blocks(layout, _int_array(block_ids, np.int64, "block_ids"), num_tokens)
 
 
 class PendingLoad:
@@ -422,13 +335,12 @@ class PendingLoad:
 
 
 class PendingStore:
-    """A store begun by CacheEngine.begin_store; finish() publishes it (and
-    queues it for the remote tier). Holds the KV tensors it reads from until then."""
+    """A store begun by CacheEngine.begin_store; finish() publishes it (the
+    runtime queues it for the disk and remote tiers). Holds the KV tensors it
+    reads from until then."""
 
-    def __init__(self, native: "_core.PendingStore", remote, remote_keys, tensors) -> None:
-        self._native, self._remote, self._remote_keys = native, remote, remote_keys
-        self._tensors = tensors
-        self._done = False
+    def __init__(self, native: "_core.PendingStore", tensors) -> None:
+        self._native, self._tensors = native, tensors
 
     @property
     def tokens(self) -> int:
@@ -439,10 +351,6 @@ class PendingStore:
         """Waits for the copy and publishes the chunks; returns the tokens stored."""
         stored = self._native.finish()
         self._tensors = None
-        if not self._done:
-            self._done = True
-            if self._remote is not None and stored:
-                self._remote.enqueue(self._remote_keys())
         return stored
 
 
@@ -480,3 +388,9 @@ def _tokens(tokens):
     if arr.dtype not in (np.int32, np.uint32, np.int64):
         arr = arr.astype(np.int64)
     return np.ascontiguousarray(arr)
+
+
+def _close_at_exit(ref: "weakref.ref[CacheEngine]") -> None:
+    engine = ref()
+    if engine is not None and not engine.closed:
+        engine.close()

@@ -20,8 +20,9 @@ class LoadFaultInjector:
         self._lock = threading.Lock()
         self.injected = 0
 
-    def maybe_fail(self, token_ids) -> None:
-        """With probability `rate`, damages the last cached chunk of `token_ids`:
+    def maybe_fail(self, request) -> None:
+        """With probability `rate`, damages the last cached chunk of `request`
+        (token ids or ChunkKeys):
         corrupts its payload (caught by the checksum) or drops it (gone since lookup)."""
         with self._lock:
             if self._max and self.injected >= self._max:
@@ -29,8 +30,8 @@ class LoadFaultInjector:
             if self._rng.random() >= self._rate:
                 return
             corrupt = self._rng.random() < 0.5
-        keys = self._engine.chunk_keys(token_ids)
-        hit = self._engine.lookup(token_ids) // self._engine.chunk_size
+        keys = self._engine.chunk_keys(request)
+        hit = self._engine.lookup(request) // self._engine.chunk_size
         if hit == 0:
             return
         victim = keys[hit - 1]

@@ -62,15 +62,53 @@ _DTYPES = {
 TensorOrList = Union["torch.Tensor", Sequence["torch.Tensor"]]  # noqa: F821
 
 
+def block_dim(layout: str) -> int:
+    """The dimension of a per-layer tensor of `layout` that indexes blocks."""
+    return _spec(layout).dims.index("B")
+
+
+def block_size_dim(layout: str) -> int:
+    """The dimension of a per-layer tensor of `layout` that holds the block size."""
+    return _spec(layout).dims.index("T")
+
+
+def vllm_layout_of(kv) -> str:
+    """The layout name of one of vLLM's per-layer KV tensors."""
+    if kv.device.type == "cpu" and kv.dim() == 4:
+        return "vllm_cpu"  # CPU attention: (blocks, heads, block_size, 2*head_size), kernel-arranged
+    if kv.dim() == 5 and kv.shape[0] == 2:
+        return "vllm_flash_attn"  # (2, blocks, block_size, heads, head_size)
+    if kv.dim() == 5 and kv.shape[1] == 2:
+        return "vllm_flashinfer"  # (blocks, 2, block_size, heads, head_size)
+    if kv.dim() == 3:
+        return "vllm_mla"  # (blocks, block_size, latent)
+    raise NotImplementedError(f"lmcache does not know vLLM's KV layout of shape {tuple(kv.shape)} on {kv.device}")
+
+
+def slots_from_blocks(layout: _core.KVLayout, block_ids, num_tokens: int):
+    """Slot mapping (int64 array) of the first num_tokens tokens of a block
+    table: block b's tokens are slots b*block_size .. +block_size-1. Done
+    natively: every id is checked against the cache before it is multiplied,
+    and a negative id skips its tokens (slot -1)."""
+    import numpy as np
+
+    return _core.slots_from_blocks(layout, np.ascontiguousarray(block_ids, dtype=np.int64), num_tokens)
+
+
+def _spec(layout: str) -> LayoutSpec:
+    spec = LAYOUTS.get(layout)
+    if spec is None:
+        raise InvalidArgumentError(f"unknown KV layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
+    return spec
+
+
 def describe(kv_caches: TensorOrList, layout: str, *, block_size: int | None = None) -> _core.KVLayout:
     """Builds the descriptor of `kv_caches` in the named `layout`.
 
     `block_size` is needed only by layouts with a merged slot dimension (S):
     SGLang's host pools, whose page size is not part of the tensor shape.
     """
-    spec = LAYOUTS.get(layout)
-    if spec is None:
-        raise InvalidArgumentError(f"unknown KV layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
+    spec = _spec(layout)
     per_layer = "L" not in spec.dims
     tensors = _as_tensor_list(kv_caches, per_layer, layout)
     first = tensors[0]

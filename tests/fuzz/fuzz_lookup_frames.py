@@ -11,8 +11,8 @@ its declared FrameError (AuthError is one) or PeerClosed, which the reader
 below raises when the input ends mid-frame like a closed connection; what it
 returns must agree with its header. Anything else is a finding.
 
-lookup_rpc.py is loaded from this checkout's source by path, so the harness
-needs numpy and atheris but not vLLM. New inputs the fuzzer finds go to a
+lookup_frames.py is loaded from this checkout's source by path, so the
+harness needs numpy and atheris but not vLLM. New inputs the fuzzer finds go to a
 scratch directory, not into the seed corpus.
 """
 
@@ -25,15 +25,15 @@ import atheris
 from fuzz_common import with_scratch_corpus
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python", "lmcache", "integrations",
-                      "vllm", "lookup_rpc.py")
+                      "vllm", "lookup_frames.py")
 
 
 def _load_parser():
-    spec = importlib.util.spec_from_file_location("lookup_rpc_under_fuzz", SOURCE)
+    spec = importlib.util.spec_from_file_location("lookup_frames_under_fuzz", SOURCE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
-    for fn in (module.read_request, module._body_length, module.Request.tokens):
+    for fn in (module.read_request, module._body_length, module.Request.tokens, module.Request.req_id):
         atheris.instrument_func(fn)  # coverage feedback for the parser only
     return module
 
@@ -58,8 +58,9 @@ def check(request, first: bool, max_tokens: int) -> None:
     if request.op == rpc.OP_HELLO:
         assert first and request.n == rpc.SECRET_BYTES and len(request.body) == rpc.SECRET_BYTES
     elif request.op == rpc.OP_LOOKUP:
-        assert not first and request.n <= max_tokens and len(request.body) == 4 * request.n
+        assert not first and request.n <= max_tokens and len(request.body) == rpc.REQ_ID_BYTES + 4 * request.n
         assert len(request.tokens()) == request.n
+        assert isinstance(request.req_id(), str)
     elif request.op == rpc.OP_STATS:
         assert not first and request.n == 0 and request.body == b""
     else:

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cache_runtime.h"
+#include "token_calls.h"
 #include "record_seal.h"
 
 using namespace lmcache;
@@ -39,7 +40,7 @@ struct Fixture {
     KVShape s{kShape.num_layers, kShape.num_planes, kShape.num_heads, kShape.head_dim, kShape.dtype, 0};
     (void)runtime->SetShape(s);
     const uint32_t tokens[kChunk] = {1, 2, 3, 4};
-    (void)runtime->HashTokens(tokens, kChunk, &keys);
+    (void)runtime->ComputeKeys(tokens, kChunk, &keys);
   }
 };
 

@@ -39,8 +39,8 @@ def post(url: str, body: dict) -> dict:
 def serve(model: str, disk: str):
     port = free_port()
     extra = {"backend_name": "lmcache", "module_path": "lmcache.integrations.sglang",
-             "class_name": "LMCacheHiCacheStorage", "interface_v1": 1, "l1_capacity_gb": 2,
-             "local_disk_path": disk, "chunk_size": 64}
+             "class_name": "LMCacheHiCacheStorage", "interface_v1": 1,
+             "lmcache": {"l1_capacity_gb": 2, "local_disk_path": disk, "chunk_size": 64}}
     proc = subprocess.Popen([sys.executable, "-m", "sglang.launch_server", "--model-path", model, "--host",
                              "127.0.0.1", "--port", str(port), "--skip-tokenizer-init", "--page-size", "64",
                              "--enable-hierarchical-cache", "--hicache-storage-backend", "dynamic",

@@ -261,9 +261,9 @@ def test_layer_by_layer_load_by_ids(make_engine):
     engine.register_kv_caches(src)
     ids = ["page-a", "page-b"]
     cs = engine.chunk_size
-    engine.store_ids(ids, slot_mapping=np.arange(2 * cs))
+    engine.store(engine.keys_from_ids(ids), slot_mapping=np.arange(2 * cs))
     dst = [torch.zeros_like(t) for t in src]
-    load = engine.begin_load_ids(ids + ["page-missing"], dst, slot_mapping=np.arange(2 * cs, 5 * cs))
+    load = engine.begin_load(engine.keys_from_ids(ids + ["page-missing"]), dst, slot_mapping=np.arange(2 * cs, 5 * cs))
     assert load.tokens == 2 * cs
     load.load_layers(len(src))
     load.finish()
@@ -301,8 +301,9 @@ def test_store_in_two_steps(make_engine):
     assert engine.load(toks, dst, block_ids=list(range(8))) == 64
     for a, b in zip(src, dst):
         assert torch.equal(a[:, :8], b[:, :8])
-    ids_store = engine.begin_store_ids(["x", "y"], slot_mapping=np.arange(2 * engine.chunk_size))
-    assert ids_store.finish() == 2 * engine.chunk_size and engine.lookup_ids(["x", "y"]) == 2
+    xy = engine.keys_from_ids(["x", "y"])
+    ids_store = engine.begin_store(xy, slot_mapping=np.arange(2 * engine.chunk_size))
+    assert ids_store.finish() == 2 * engine.chunk_size and engine.lookup(xy) == 2 * engine.chunk_size
 
 
 def test_store_finished_on_another_thread(make_engine):
@@ -315,3 +316,56 @@ def test_store_finished_on_another_thread(make_engine):
     for t in threads:
         t.join()
     assert all(engine.lookup(tokens_of(32, seed=s)) == 32 for s in range(4))
+
+
+@pytest.mark.parametrize("scheme", ["lmcache", "sglang"])
+def test_a_request_is_hashed_once(make_engine, scheme):
+    engine = make_engine(key_scheme=scheme)
+    src = flash_attn_cache()
+    dst = [torch.zeros_like(t) for t in src]
+    engine.register_kv_caches(src)
+    toks = tokens_of(64, seed=11)
+    keys = engine.keys(toks)  # the one pass: lookup, store and load reuse the keys
+    assert len(keys) == 64 // engine.chunk_size
+    assert engine.lookup(keys) == 0
+    assert engine.store(keys, block_ids=list(range(8))) == 64
+    assert engine.lookup(keys) == 64
+    assert engine.load(keys, dst, block_ids=list(range(8))) == 64
+    with engine.begin_load(keys[:2], dst, slot_mapping=np.arange(2 * engine.chunk_size)) as load:
+        assert load.tokens == 2 * engine.chunk_size
+    s = engine.stats()
+    assert s["hash_passes"] == 1 and s["hashed_tokens"] == 64
+    for a, b in zip(src, dst):
+        assert torch.equal(a[:, :8], b[:, :8])
+    # Token ids are hashed on each call that takes them.
+    assert engine.lookup(toks) == 64 and engine.stats()["hash_passes"] == 2
+
+
+def test_sglang_scheme_keys_are_sglang_page_names(make_engine):
+    import hashlib
+
+    from lmcache.keys import sglang_page_hashes
+
+    engine = make_engine(key_scheme="sglang")
+    engine.register_kv_caches(flash_attn_cache())
+    cs, toks = engine.chunk_size, tokens_of(3 * 16 + 5, seed=3)
+    names, prev = [], b""
+    for p in range(len(toks) // cs):  # SGLang's definition, page by page
+        h = hashlib.sha256(prev + np.asarray(toks[p * cs:(p + 1) * cs], dtype="<u4").tobytes())
+        prev = h.digest()
+        names.append(h.hexdigest())
+    assert sglang_page_hashes(toks, cs) == names
+    assert engine.keys(toks) == engine.keys_from_ids(names)
+
+
+def test_chunk_keys_cross_as_one_buffer(make_engine):
+    engine = make_engine()
+    engine.register_kv_caches(flash_attn_cache())
+    keys = engine.keys(tokens_of(64))
+    raw = keys.to_bytes()
+    assert len(raw) == 16 * len(keys) and lmcache._core.ChunkKeys.from_bytes(raw) == keys
+    assert keys[1:3].hex() == keys.hex()[1:3] and len(keys[10:]) == 0
+    with pytest.raises(InvalidArgumentError):
+        lmcache._core.ChunkKeys.from_bytes(b"x" * 17)
+    with pytest.raises(InvalidArgumentError):
+        keys[::2]

@@ -47,12 +47,10 @@ _HEADER = struct.Struct("<4sBBBxQQ8s12s16s")
 HEADER_BYTES = _HEADER.size
 _TAG_AT = HEADER_BYTES - 16  # the tag is the header's last field
 _KEY_BYTES = 32
-# The native record header (cpp/chunk_format.h); its first 64 bytes keep their
-# layout when it grows, and the fp8 codec reads only those.
-RECORD_HEADER_BYTES = getattr(_core, "RECORD_HEADER_BYTES", 64)
-_CHUNK_HEADER = struct.Struct("<IHBBIIIIQQQQI4x")
-_CHECKSUM_AT = 32  # the payload checksum inside the record header
-_DTYPE_BYTES = {1: 4, 2: 2, 3: 2}  # float32, float16, bfloat16
+# The native record header (cpp/format/chunk_format.h): its size, and the
+# fields the fp8 codec needs, come from the runtime (_core.record_header).
+RECORD_HEADER_BYTES = _core.RECORD_HEADER_BYTES
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}  # what the fp8 codec takes
 FP8_MAX = 448.0
 
 
@@ -242,17 +240,17 @@ def _module(name: str):
 
 
 # ------------------------------------------------------------------ fp8 (lossy)
-def _fp8_layout(head, what: type[Exception]) -> tuple[int, int, int]:
-    """(dtype code, layers, payload bytes) of a record header, or `what` if unusable."""
-    h = _CHUNK_HEADER.unpack_from(head)
-    dtype_code, layers, payload_bytes = h[3], h[4], h[8]
+def _fp8_layout(head, what: type[Exception]) -> tuple[str, int, int]:
+    """(dtype name, layers, payload bytes) of a record header, or `what` if unusable."""
+    h = _core.record_header(head[:RECORD_HEADER_BYTES])
+    dtype_code, layers, payload_bytes = h["dtype"], h["num_layers"], h["payload_bytes"]
     if dtype_code not in _DTYPE_BYTES or layers == 0 or payload_bytes % (layers * _DTYPE_BYTES[dtype_code]):
         raise what("the fp8 codec takes float32, float16 or bfloat16 records of whole layers")
     return dtype_code, layers, payload_bytes
 
 
-def _torch_dtype(torch, code: int):
-    return {1: torch.float32, 2: torch.float16, 3: torch.bfloat16}[code]
+def _torch_dtype(torch, name: str):
+    return getattr(torch, name)
 
 
 def _fp8_encode(record: bytes) -> bytes:
@@ -281,5 +279,5 @@ def _fp8_decode(body: memoryview, record_bytes: int) -> bytes:
     raw = payload.to(_torch_dtype(torch, dtype_code)).view(torch.uint8).numpy().tobytes()
     header = bytearray(body[:RECORD_HEADER_BYTES])
     # The payload changed (lossy), so the record gets the checksum of what it now holds.
-    struct.pack_into("<Q", header, _CHECKSUM_AT, _core.payload_checksum(raw, layers))
+    struct.pack_into("<Q", header, _core.RECORD_CHECKSUM_OFFSET, _core.payload_checksum(raw, layers))
     return bytes(header) + raw

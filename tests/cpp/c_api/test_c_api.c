@@ -1,5 +1,8 @@
-/* The C API from a C program: create, register, store, lookup, load, stats,
- * and error reporting. Exit code 0 on success. */
+/* The C API from a C program: configure by name, create, register, store,
+ * lookup, load, stats by name, the disk tier across two engines, and error
+ * reporting. Exit code 0 on success. */
+#define _XOPEN_SOURCE 700 /* mkdtemp, nftw */
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,181 @@
   } while (0)
 
 enum { LAYERS = 2, BLOCKS = 8, BLOCK = 16, HEADS = 2, DIM = 64, TOKENS = 64 };
+
+static uint64_t stat_of(lmc_engine* engine, const char* name) {
+  uint64_t v = UINT64_MAX;
+  if (lmc_get_stat(engine, name, &v) != LMC_OK) {
+    fprintf(stderr, "stat %s: %s\n", name, lmc_last_error());
+    return UINT64_MAX;
+  }
+  return v;
+}
+
+/* A config for the tests: small chunks and a small host tier. */
+static lmc_config* test_config(const char* model_id) {
+  lmc_config* cfg = NULL;
+  if (lmc_config_create(&cfg) != LMC_OK) return NULL;
+  if (lmc_config_set(cfg, "chunk_size", "32") != LMC_OK || lmc_config_set(cfg, "l1_capacity_gb", "0.015625") != LMC_OK ||
+      lmc_config_set(cfg, "model_id", model_id) != LMC_OK) {
+    lmc_config_destroy(cfg);
+    return NULL;
+  }
+  return cfg;
+}
+
+/* Bad keys and values are refused, naming the key and what is allowed. */
+static int test_config_errors(void) {
+  lmc_config* cfg = NULL;
+  EXPECT(lmc_config_create(&cfg) == LMC_OK && cfg != NULL);
+  EXPECT(lmc_config_set(cfg, "chunk_sise", "32") == LMC_ERR_INVALID_ARGUMENT);
+  EXPECT(strstr(lmc_last_error(), "'chunk_sise'") != NULL && strstr(lmc_last_error(), "chunk_size") != NULL);
+  EXPECT(lmc_config_set(cfg, "chunk_size", "0") == LMC_ERR_INVALID_ARGUMENT);
+  EXPECT(strstr(lmc_last_error(), "'chunk_size'") != NULL && strstr(lmc_last_error(), "minimum 1") != NULL);
+  EXPECT(lmc_config_set(cfg, "chunk_size", "many") == LMC_ERR_INVALID_ARGUMENT);
+  EXPECT(strstr(lmc_last_error(), "not an integer") != NULL);
+  EXPECT(lmc_config_set(cfg, "disk_io_backend", "uring") == LMC_ERR_INVALID_ARGUMENT);
+  EXPECT(strstr(lmc_last_error(), "'disk_io_backend'") != NULL && strstr(lmc_last_error(), "'threads'") != NULL);
+  EXPECT(lmc_config_set(cfg, "l1_capacity_gb", "nan") == LMC_ERR_INVALID_ARGUMENT);
+  EXPECT(lmc_config_set(cfg, "verify_l1_checksums", "maybe") == LMC_ERR_INVALID_ARGUMENT);
+  EXPECT(lmc_config_set(cfg, NULL, "1") == LMC_ERR_INVALID_ARGUMENT);
+  EXPECT(lmc_config_set(cfg, "verify_l1_checksums", "yes") == LMC_OK);
+  /* A value the runtime itself refuses when the engine is made. */
+  EXPECT(lmc_config_set(cfg, "tp_rank", "2") == LMC_OK);
+  lmc_engine* engine = NULL;
+  EXPECT(lmc_engine_create(cfg, &engine) == LMC_ERR_INVALID_ARGUMENT && engine == NULL);
+  EXPECT(strstr(lmc_last_error(), "tp_rank") != NULL);
+  lmc_config_destroy(cfg);
+  lmc_config_destroy(NULL);
+  /* No config: every default. */
+  EXPECT(lmc_engine_create(NULL, &engine) == LMC_OK && engine != NULL);
+  EXPECT(stat_of(engine, "disk_enabled") == 0 && stat_of(engine, "disk_reads") == 0);
+  uint64_t v = 0;
+  EXPECT(lmc_get_stat(engine, "no_such_stat", &v) == LMC_ERR_NOT_FOUND);
+  EXPECT(strstr(lmc_last_error(), "no_such_stat") != NULL);
+  lmc_engine_destroy(engine);
+  return 0;
+}
+
+static int remove_entry(const char* path, const struct stat* st, int flag, struct FTW* ftw) {
+  (void)st, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+/* The disk tier from C: store, destroy the engine, and load in a new engine
+ * on the same directory (its record key is made there on first use). */
+static int test_disk_tier(const lmc_kv_layout* layout, const lmc_kv_layout* dst_layout, uint16_t* const* src,
+                          uint16_t* const* dst, size_t layer_elems) {
+  char dir[] = "/tmp/lmcache-c-api-XXXXXX";
+  EXPECT(mkdtemp(dir) != NULL);
+  uint32_t tokens[TOKENS];
+  int64_t src_slots[TOKENS], dst_slots[TOKENS];
+  for (int i = 0; i < TOKENS; ++i) {
+    tokens[i] = (uint32_t)(5000 + 7 * i);
+    src_slots[i] = i;
+    dst_slots[i] = (int64_t)4 * BLOCK + i;
+  }
+  for (int l = 0; l < LAYERS; ++l) memset(dst[l], 0, layer_elems * 2);
+
+  lmc_config* cfg = test_config("c-api-disk");
+  EXPECT(cfg != NULL);
+  EXPECT(lmc_config_set(cfg, "local_disk_path", dir) == LMC_OK);
+  EXPECT(lmc_config_set(cfg, "disk_capacity_gb", "0.0625") == LMC_OK);
+  EXPECT(lmc_config_set(cfg, "disk_lock_timeout_s", "0.2") == LMC_OK);
+  size_t n = 0;
+  lmc_engine* engine = NULL;
+  EXPECT(lmc_engine_create(cfg, &engine) == LMC_OK);
+  EXPECT(lmc_engine_register_kv(engine, layout) == LMC_OK);
+  EXPECT(lmc_store(engine, tokens, TOKENS, layout, src_slots, TOKENS, &n) == LMC_OK && n == TOKENS);
+  EXPECT(lmc_engine_flush(engine) == LMC_OK);
+  EXPECT(stat_of(engine, "disk_enabled") == 1);
+  EXPECT(stat_of(engine, "disk_writes") == 2 && stat_of(engine, "disk_records") == 2);
+  /* A second engine on the directory waits for the lock, then names it. */
+  lmc_engine* other = NULL;
+  EXPECT(lmc_engine_create(cfg, &other) == LMC_ERR_INVALID_STATE && other == NULL);
+  EXPECT(strstr(lmc_last_error(), "lock") != NULL);
+  lmc_engine_destroy(engine);
+
+  /* A new engine: the chunks come back from disk, byte for byte. */
+  EXPECT(lmc_engine_create(cfg, &engine) == LMC_OK);
+  lmc_config_destroy(cfg);
+  EXPECT(stat_of(engine, "disk_recovered_records") == 2);
+  EXPECT(lmc_engine_register_kv(engine, dst_layout) == LMC_OK);
+  EXPECT(lmc_lookup(engine, tokens, TOKENS, &n) == LMC_OK && n == TOKENS);
+  EXPECT(stat_of(engine, "lookup_disk_hit_tokens") == TOKENS);
+  EXPECT(lmc_load(engine, tokens, TOKENS, dst_layout, dst_slots, TOKENS, &n) == LMC_OK && n == TOKENS);
+  const size_t token_elems = (size_t)HEADS * DIM;
+  for (int l = 0; l < LAYERS; ++l)
+    for (int p = 0; p < 2; ++p)
+      for (int i = 0; i < TOKENS; ++i) {
+        const size_t plane = (size_t)p * BLOCKS * BLOCK * token_elems;
+        EXPECT(memcmp(dst[l] + plane + (size_t)dst_slots[i] * token_elems,
+                      src[l] + plane + (size_t)src_slots[i] * token_elems, token_elems * 2) == 0);
+      }
+  EXPECT(stat_of(engine, "disk_reads") >= 2 && stat_of(engine, "promoted_chunks") >= 2);
+  EXPECT(stat_of(engine, "disk_read_errors") == 0 && stat_of(engine, "load_errors") == 0);
+
+  /* Every stat at once, from one snapshot, in lmc_stat_name's order. */
+  const size_t count = lmc_stats_count();
+  EXPECT(count > 30 && lmc_stat_name(count) == NULL);
+  uint64_t* values = calloc(count, sizeof *values);
+  EXPECT(values != NULL && lmc_get_stats(engine, values, count) == LMC_OK);
+  for (size_t i = 0; i < count; ++i) {
+    const char* name = lmc_stat_name(i);
+    EXPECT(name != NULL);
+    if (strcmp(name, "loaded_tokens") == 0) EXPECT(values[i] == TOKENS);
+    if (strcmp(name, "disk_recovered_records") == 0) EXPECT(values[i] == 2);
+  }
+  free(values);
+  lmc_engine_destroy(engine);
+  EXPECT(nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS) == 0);
+  return 0;
+}
+
+/* Keys once per request, in both key schemes: one hash pass serves the
+ * lookup, the store and the load; keys are refused by another engine. */
+static int test_keys_once(const lmc_kv_layout* layout, const char* scheme) {
+  lmc_config* cfg = test_config("c-api-keys");
+  EXPECT(cfg != NULL && lmc_config_set(cfg, "key_scheme", scheme) == LMC_OK);
+  lmc_engine *engine = NULL, *other = NULL;
+  EXPECT(lmc_engine_create(cfg, &engine) == LMC_OK && lmc_engine_create(cfg, &other) == LMC_OK);
+  lmc_config_destroy(cfg);
+  EXPECT(lmc_engine_register_kv(engine, layout) == LMC_OK && lmc_engine_register_kv(other, layout) == LMC_OK);
+  uint32_t tokens[TOKENS];
+  int64_t slots[TOKENS];
+  for (int i = 0; i < TOKENS; ++i) {
+    tokens[i] = (uint32_t)(7000 + i);
+    slots[i] = i;
+  }
+  lmc_keys* keys = NULL;
+  EXPECT(lmc_keys_compute(engine, tokens, TOKENS + 0, &keys) == LMC_OK && lmc_keys_count(keys) == TOKENS / 32);
+  size_t n = 0;
+  EXPECT(lmc_lookup_keys(engine, keys, &n) == LMC_OK && n == 0);
+  lmc_pending_store* store = NULL;
+  EXPECT(lmc_store_begin_keys(engine, keys, layout, slots, TOKENS, 0, &store, &n) == LMC_OK && n == TOKENS);
+  EXPECT(lmc_store_finish(store, &n) == LMC_OK && n == TOKENS);
+  EXPECT(lmc_lookup_keys(engine, keys, &n) == LMC_OK && n == TOKENS);
+  lmc_pending_load* load = NULL;
+  EXPECT(lmc_load_begin_keys(engine, keys, layout, slots, TOKENS, 0, &load, &n) == LMC_OK && n == TOKENS);
+  EXPECT(lmc_load_layers(load, LAYERS) == LMC_OK && lmc_load_finish(load) == LMC_OK);
+  EXPECT(stat_of(engine, "hash_passes") == 1 && stat_of(engine, "hashed_tokens") == TOKENS);
+  /* The token call agrees with the keys, and hashes once more. */
+  EXPECT(lmc_lookup(engine, tokens, TOKENS, &n) == LMC_OK && n == TOKENS && stat_of(engine, "hash_passes") == 2);
+  EXPECT(lmc_lookup_keys(other, keys, &n) == LMC_ERR_INVALID_ARGUMENT);
+  EXPECT(strstr(lmc_last_error(), "another engine") != NULL);
+  EXPECT(lmc_lookup_keys(engine, NULL, &n) == LMC_ERR_INVALID_ARGUMENT);
+  /* Chunks an engine names itself. */
+  const char* ids[] = {"page-a", "page-b"};
+  lmc_keys* named = NULL;
+  EXPECT(lmc_keys_from_ids(engine, ids, 2, &named) == LMC_OK && lmc_keys_count(named) == 2);
+  EXPECT(lmc_store_begin_keys(engine, named, layout, slots, 64, 0, &store, &n) == LMC_OK && n == 64);
+  EXPECT(lmc_store_finish(store, NULL) == LMC_OK && lmc_lookup_keys(engine, named, &n) == LMC_OK && n == 64);
+  lmc_keys_destroy(named);
+  lmc_keys_destroy(keys);
+  lmc_keys_destroy(NULL);
+  lmc_engine_destroy(other);
+  lmc_engine_destroy(engine);
+  return 0;
+}
 
 int main(void) {
   /* vLLM flash-attention layout per layer: (2, BLOCKS, BLOCK, HEADS, DIM) float16. */
@@ -39,14 +217,12 @@ int main(void) {
   lmc_kv_layout dst_layout = layout;
   dst_layout.layer_base = dst_base;
 
-  lmc_config cfg;
-  lmc_config_init(&cfg);
-  EXPECT(cfg.chunk_size == 256);
-  cfg.chunk_size = 32;
-  cfg.l1_capacity_bytes = 16u << 20;
-  cfg.model_id = "c-api-test";
+  if (test_config_errors() != 0) return 1;
+  lmc_config* cfg = test_config("c-api-test");
+  EXPECT(cfg != NULL);
   lmc_engine* engine = NULL;
-  EXPECT(lmc_engine_create(&cfg, &engine) == LMC_OK && engine != NULL);
+  EXPECT(lmc_engine_create(cfg, &engine) == LMC_OK && engine != NULL);
+  lmc_config_destroy(cfg); /* the engine keeps its own copy */
 
   uint32_t tokens[TOKENS];
   int64_t src_slots[TOKENS], dst_slots[TOKENS];
@@ -86,10 +262,10 @@ int main(void) {
   EXPECT(lmc_lookup(NULL, tokens, TOKENS, &n) == LMC_ERR_INVALID_ARGUMENT);
   EXPECT(strcmp(lmc_status_name(LMC_ERR_CLOSED), "closed") == 0);
 
-  lmc_stats stats;
-  EXPECT(lmc_get_stats(engine, &stats) == LMC_OK);
-  EXPECT(stats.stored_chunks == 2 && stats.loaded_tokens == TOKENS && stats.l1_chunks == 2);
-  EXPECT(stats.l1_used_bytes > 0 && stats.l1_used_bytes <= stats.l1_capacity_bytes);
+  EXPECT(stat_of(engine, "stored_chunks") == 2 && stat_of(engine, "loaded_tokens") == TOKENS);
+  EXPECT(stat_of(engine, "l1_chunks") == 2 && stat_of(engine, "hash_passes") != UINT64_MAX);
+  EXPECT(stat_of(engine, "l1_used_bytes") > 0 && stat_of(engine, "l1_used_bytes") <= stat_of(engine, "l1_capacity_bytes"));
+  EXPECT(stat_of(engine, "l1_capacity_bytes") <= (16u << 20));
 
   /* A store in two steps: invisible until finished. */
   src_slots[5] = 5;
@@ -128,6 +304,8 @@ int main(void) {
   lmc_engine_destroy(engine);
   EXPECT(lmc_load_finish(load) == LMC_OK);
   lmc_engine_destroy(NULL);
+  if (test_disk_tier(&layout, &dst_layout, src, dst, layer_elems) != 0) return 1;
+  if (test_keys_once(&layout, "lmcache") != 0 || test_keys_once(&layout, "sglang") != 0) return 1;
   for (int l = 0; l < LAYERS; ++l) {
     free(src[l]);
     free(dst[l]);

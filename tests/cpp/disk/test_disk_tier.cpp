@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cache_runtime.h"
+#include "token_calls.h"
 #include "check.h"
 #include "disk_tier.h"
 #include "kv_test_cache.h"
@@ -51,7 +52,7 @@ std::unique_ptr<CacheRuntime> Open(const std::string& dir, bool threads, uint64_
   o.model_id = "disk-test";
   o.disk_dir = dir;
   o.disk_capacity_bytes = disk_bytes;
-  o.disk_force_threads = threads;
+  o.disk_io_backend = threads ? "threads" : "auto";
   o.disk_lock_timeout_s = 0.2;
   std::unique_ptr<CacheRuntime> rt;
   CHECK_OK(CacheRuntime::Create(o, &rt));
@@ -70,7 +71,7 @@ void StoreDoc(CacheRuntime& rt, TestCache& src, uint32_t doc, size_t n) {
   std::vector<int64_t> slots(n);
   std::iota(slots.begin(), slots.end(), int64_t(doc % 4) * int64_t(n));
   size_t stored = 0;
-  CHECK_OK(rt.Store(tokens.data(), n, src.Layout(), slots.data(), n, &stored));
+  CHECK_OK(StoreTokens(rt, tokens.data(), n, src.Layout(), slots.data(), n, &stored));
 }
 
 size_t LoadDocAndCompare(CacheRuntime& rt, TestCache& src, uint32_t doc, size_t n) {
@@ -80,7 +81,7 @@ size_t LoadDocAndCompare(CacheRuntime& rt, TestCache& src, uint32_t doc, size_t 
   std::iota(src_slots.begin(), src_slots.end(), int64_t(doc % 4) * int64_t(n));
   std::iota(dst_slots.begin(), dst_slots.end(), int64_t(0));
   size_t loaded = 0;
-  CHECK_OK(rt.Load(tokens.data(), n, dst.Layout(), dst_slots.data(), n, &loaded));
+  CHECK_OK(LoadTokens(rt, tokens.data(), n, dst.Layout(), dst_slots.data(), n, &loaded));
   const CacheDims& d = src.dims();
   for (size_t i = 0; i < loaded; ++i)
     for (uint32_t l = 0; l < d.layers; ++l)
@@ -117,12 +118,12 @@ void TestRoundTripsBothBackends() {
       std::iota(ds.begin(), ds.end(), 200);
       CHECK_OK(rt->RegisterLayout(src.Layout()));
       size_t out = 0;
-      CHECK_OK(rt->Store(tokens.data(), n, src.Layout(), ss.data(), n, &out));
+      CHECK_OK(StoreTokens(*rt, tokens.data(), n, src.Layout(), ss.data(), n, &out));
       rt->FlushWrites();
       CHECK_OK(rt->Clear(&out, /*include_disk=*/false));  // only the disk has it now
-      CHECK_OK(rt->Lookup(tokens.data(), n, &out));
+      CHECK_OK(LookupTokens(*rt, tokens.data(), n, &out));
       CHECK(out == n);
-      CHECK_OK(rt->Load(tokens.data(), n, dst.Layout(), ds.data(), n, &out));
+      CHECK_OK(LoadTokens(*rt, tokens.data(), n, dst.Layout(), ds.data(), n, &out));
       CHECK(out == n);
       for (size_t i = 0; i < n; ++i)
         for (uint32_t l = 0; l < 2; ++l)
@@ -172,8 +173,8 @@ void TestRestartAndCorruption() {
     auto rt = Open(dir, false);
     CHECK_OK(rt->RegisterLayout(src.Layout()));
     const auto t1 = Tokens(1, 128), t2 = Tokens(2, 128);
-    CHECK_OK(rt->HashTokens(t1.data(), 128, &keys1));
-    CHECK_OK(rt->HashTokens(t2.data(), 128, &keys2));
+    CHECK_OK(rt->ComputeKeys(t1.data(), 128, &keys1));
+    CHECK_OK(rt->ComputeKeys(t2.data(), 128, &keys2));
     rt->Close();
   }
   {
@@ -197,7 +198,7 @@ void TestRestartAndCorruption() {
     CHECK(s.load_errors == 2 && s.disk.removed_corrupt == 2);
     size_t hit = 0;
     const auto t1 = Tokens(1, 128);
-    CHECK_OK(rt->Lookup(t1.data(), 128, &hit));
+    CHECK_OK(LookupTokens(*rt, t1.data(), 128, &hit));
     CHECK(hit == 3 * kChunk);  // the bad record is gone for good
     rt->Close();
   }
@@ -208,11 +209,11 @@ void TestRestartAndCorruption() {
     CHECK_OK(rt->RegisterLayout(src.Layout()));
     std::vector<ChunkKey> keys0;
     const auto t0 = Tokens(0, 128);
-    CHECK_OK(rt->HashTokens(t0.data(), 128, &keys0));
+    CHECK_OK(rt->ComputeKeys(t0.data(), 128, &keys0));
     CHECK(fs::remove(Records(dir) + "/" + keys0[4].Hex() + ".lmc"));
     CHECK(LoadDocAndCompare(*rt, src, 0, 128) == 4 * kChunk);
     size_t hit = 0;
-    CHECK_OK(rt->Lookup(t0.data(), 128, &hit));
+    CHECK_OK(LookupTokens(*rt, t0.data(), 128, &hit));
     CHECK(hit == 4 * kChunk);
     rt->Close();
   }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cache_runtime.h"
+#include "token_calls.h"
 #include "check.h"
 #include "device_memory.h"
 #include "kv_test_cache.h"
@@ -70,12 +71,12 @@ int main() {
     std::vector<uint32_t> blocks = {3, 9, 1, 30, 12, 5, 22, 17, 0, 8, 11, 2, 29, 4, 6, 10};
     const auto slots = SlotsFromBlocks(blocks, d.block_size, n);
     size_t out = 0;
-    CHECK_OK(gpu->Store(tokens.data(), n, gl, slots.data(), n, &out));
+    CHECK_OK(StoreTokens(*gpu, tokens.data(), n, gl, slots.data(), n, &out));
     CHECK(out == n);
-    CHECK_OK(cpu->Store(tokens.data(), n, hl, slots.data(), n, &out));
+    CHECK_OK(StoreTokens(*cpu, tokens.data(), n, hl, slots.data(), n, &out));
     // Same records (header with checksum, payload) from both paths.
     std::vector<ChunkKey> keys;
-    CHECK_OK(gpu->HashTokens(tokens.data(), n, &keys));
+    CHECK_OK(gpu->ComputeKeys(tokens.data(), n, &keys));
     std::vector<uint8_t> a(gpu->RecordBytes()), b(cpu->RecordBytes());
     for (const ChunkKey& k : keys) {
       size_t ga = 0, gb = 0;
@@ -94,13 +95,13 @@ int main() {
       cudaStream_t side;
       CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking) == cudaSuccess);
       std::unique_ptr<PendingStore> store;
-      CHECK_OK(gpu2->BeginStore(tokens.data(), n, gl, slots.data(), n, reinterpret_cast<uint64_t>(side), &store));
+      CHECK_OK(BeginStoreTokens(*gpu2, tokens.data(), n, gl, slots.data(), n, reinterpret_cast<uint64_t>(side), &store));
       CHECK(store->tokens() == n);
       size_t hit = 1;
-      CHECK_OK(gpu2->Lookup(tokens.data(), n, &hit));
+      CHECK_OK(LookupTokens(*gpu2, tokens.data(), n, &hit));
       CHECK(hit == 0);
       CHECK_OK(store->Finish());
-      CHECK_OK(gpu2->Lookup(tokens.data(), n, &hit));
+      CHECK_OK(LookupTokens(*gpu2, tokens.data(), n, &hit));
       CHECK(hit == n);
       for (const ChunkKey& k : keys) {
         size_t ga = 0, gb = 0;
@@ -113,11 +114,11 @@ int main() {
     // Load into the zeroed GPU cache at other blocks, all but the last token.
     std::vector<uint32_t> other(blocks.rbegin(), blocks.rend());
     const auto slots2 = SlotsFromBlocks(other, d.block_size, n);
-    CHECK_OK(gpu->Load(tokens.data(), n, gl2, slots2.data(), n - 1, &out));
+    CHECK_OK(LoadTokens(*gpu, tokens.data(), n, gl2, slots2.data(), n - 1, &out));
     CHECK(out == n - 1);
     back.Zero();
     const KVLayout bl = back.Layout();
-    CHECK_OK(cpu->Load(tokens.data(), n, bl, slots2.data(), n - 1, &out));
+    CHECK_OK(LoadTokens(*cpu, tokens.data(), n, bl, slots2.data(), n - 1, &out));
     for (size_t b2 = 0; b2 < nbuf; ++b2) {
       std::vector<uint8_t> got(per);
       CHECK(cudaMemcpy(got.data(), dev2[b2], per, cudaMemcpyDeviceToHost) == cudaSuccess);
@@ -129,7 +130,7 @@ int main() {
     CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
     for (size_t b2 = 0; b2 < nbuf; ++b2) CHECK(cudaMemset(dev2[b2], 0, per) == cudaSuccess);
     std::unique_ptr<PendingLoad> load;
-    CHECK_OK(gpu->BeginLoad(tokens.data(), n, gl2, slots2.data(), n - 1, reinterpret_cast<uint64_t>(stream), &load));
+    CHECK_OK(BeginLoadTokens(*gpu, tokens.data(), n, gl2, slots2.data(), n - 1, reinterpret_cast<uint64_t>(stream), &load));
     CHECK(load->tokens() == n - 1);
     CHECK_OK(load->LoadLayers(1));
     CHECK(cudaStreamSynchronize(stream) == cudaSuccess);

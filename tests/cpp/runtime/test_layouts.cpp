@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cache_runtime.h"
+#include "token_calls.h"
 #include "check.h"
 #include "kv_test_cache.h"
 
@@ -56,11 +57,11 @@ void RoundTrip(const std::string& src_order, const std::string& dst_order, const
   const KVLayout src_layout = src.Layout(), dst_layout = dst.Layout();
   CHECK_OK(rt->RegisterLayout(src_layout));
   size_t stored = 0, loaded = 0, hit = 0;
-  CHECK_OK(rt->Store(tokens.data(), n, src_layout, src_slots.data(), n, &stored));
+  CHECK_OK(StoreTokens(*rt, tokens.data(), n, src_layout, src_slots.data(), n, &stored));
   CHECK(stored == 3 * kChunk);
-  CHECK_OK(rt->Lookup(tokens.data(), n, &hit));
+  CHECK_OK(LookupTokens(*rt, tokens.data(), n, &hit));
   CHECK(hit == 3 * kChunk);
-  CHECK_OK(rt->Load(tokens.data(), n, dst_layout, dst_slots.data(), num_load_slots, &loaded));
+  CHECK_OK(LoadTokens(*rt, tokens.data(), n, dst_layout, dst_slots.data(), num_load_slots, &loaded));
   const size_t want = std::min<size_t>(num_load_slots, 3 * kChunk);
   CHECK(loaded == want);
 
@@ -149,10 +150,10 @@ void TestOpaqueBlocks() {
   const std::vector<uint32_t> src_blocks = {3, 7, 1, 10}, dst_blocks = {0, 2, 11, 4};
   const auto ss = SlotsFromBlocks(src_blocks, d.block_size, n), ds = SlotsFromBlocks(dst_blocks, d.block_size, n);
   size_t stored = 0, loaded = 0;
-  CHECK_OK(rt->Store(tokens.data(), n, sl, ss.data(), n, &stored));
+  CHECK_OK(StoreTokens(*rt, tokens.data(), n, sl, ss.data(), n, &stored));
   CHECK(stored == n);
   // Load all but the last token: the last block still moves whole.
-  CHECK_OK(rt->Load(tokens.data(), n, dl, ds.data(), n - 1, &loaded));
+  CHECK_OK(LoadTokens(*rt, tokens.data(), n, dl, ds.data(), n - 1, &loaded));
   CHECK(loaded == n - 1);
   const uint64_t block_bytes = sl.opaque_block_bytes;
   for (size_t j = 0; j < src_blocks.size(); ++j) {
@@ -165,9 +166,9 @@ void TestOpaqueBlocks() {
   auto bad = ss;
   std::swap(bad[0], bad[1]);
   std::vector<uint32_t> other(n, 6);
-  CHECK_CODE(rt->Store(other.data(), n, sl, bad.data(), n, &stored), StatusCode::kInvalidArgument);
+  CHECK_CODE(StoreTokens(*rt, other.data(), n, sl, bad.data(), n, &stored), StatusCode::kInvalidArgument);
   size_t hit = 1;
-  CHECK_OK(rt->Lookup(other.data(), n, &hit));
+  CHECK_OK(LookupTokens(*rt, other.data(), n, &hit));
   CHECK(hit == 0);
   // A chunk size that is not a multiple of the block size is refused up front.
   auto rt2 = NewRuntime(12);
@@ -184,29 +185,29 @@ void TestBadInput() {
   std::vector<int64_t> slots(kChunk, 0);
   size_t out = 0;
   // Before the shape is known.
-  CHECK_CODE(rt->Lookup(tokens.data(), kChunk, &out), StatusCode::kInvalidState);
+  CHECK_CODE(LookupTokens(*rt, tokens.data(), kChunk, &out), StatusCode::kInvalidState);
   CHECK_OK(rt->RegisterLayout(layout));
   // A slot past the end of the cache.
   slots[3] = int64_t(d.blocks) * d.block_size;
-  CHECK_CODE(rt->Store(tokens.data(), kChunk, layout, slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
-  CHECK_CODE(rt->Load(tokens.data(), kChunk, layout, slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
+  CHECK_CODE(StoreTokens(*rt, tokens.data(), kChunk, layout, slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
+  CHECK_CODE(LoadTokens(*rt, tokens.data(), kChunk, layout, slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
   slots[3] = 0;
   // More slots than tokens.
-  CHECK_CODE(rt->Store(tokens.data(), kChunk - 1, layout, slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
+  CHECK_CODE(StoreTokens(*rt, tokens.data(), kChunk - 1, layout, slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
   // A layout of another shape.
   CacheDims other = d;
   other.heads = 3;
   TestCache c2("PBTHD", other);
-  CHECK_CODE(rt->Store(tokens.data(), kChunk, c2.Layout(), slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
+  CHECK_CODE(StoreTokens(*rt, tokens.data(), kChunk, c2.Layout(), slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
   KVLayout broken = layout;
   broken.layer_base.pop_back();
-  CHECK_CODE(rt->Load(tokens.data(), kChunk, broken, slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
+  CHECK_CODE(LoadTokens(*rt, tokens.data(), kChunk, broken, slots.data(), kChunk, &out), StatusCode::kInvalidArgument);
   broken = layout;
   broken.dtype = static_cast<DType>(77);
   CHECK_CODE(broken.Validate(), StatusCode::kInvalidArgument);
   // Closed.
   rt->Close();
-  CHECK_CODE(rt->Lookup(tokens.data(), kChunk, &out), StatusCode::kClosed);
+  CHECK_CODE(LookupTokens(*rt, tokens.data(), kChunk, &out), StatusCode::kClosed);
   std::printf("  ok: bad input\n");
 }
 
@@ -222,14 +223,14 @@ void TestCorruptionIsAMiss() {
   std::iota(tokens.begin(), tokens.end(), 100);
   const auto slots = SlotsFromBlocks(ShuffledBlocks(d.blocks, 5), d.block_size, n);
   size_t out = 0;
-  CHECK_OK(rt->Store(tokens.data(), n, sl, slots.data(), n, &out));
+  CHECK_OK(StoreTokens(*rt, tokens.data(), n, sl, slots.data(), n, &out));
   std::vector<ChunkKey> keys;
-  CHECK_OK(rt->HashTokens(tokens.data(), n, &keys));
+  CHECK_OK(rt->ComputeKeys(tokens.data(), n, &keys));
   CHECK_OK(rt->CorruptChunkForTesting(keys[1]));
-  CHECK_OK(rt->Load(tokens.data(), n, dl, slots.data(), n, &out));
+  CHECK_OK(LoadTokens(*rt, tokens.data(), n, dl, slots.data(), n, &out));
   CHECK(out == kChunk);  // chunk 0 loads, the corrupt chunk 1 does not
   CHECK(rt->Stats().load_errors == 1);
-  CHECK_OK(rt->Lookup(tokens.data(), n, &out));
+  CHECK_OK(LookupTokens(*rt, tokens.data(), n, &out));
   CHECK(out == kChunk);  // and it was dropped
   std::printf("  ok: corruption is a miss\n");
 }

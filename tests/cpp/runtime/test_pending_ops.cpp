@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cache_runtime.h"
+#include "token_calls.h"
 #include "check.h"
 #include "kv_test_cache.h"
 
@@ -78,14 +79,14 @@ void TestLayersArriveInOrder() {
   const auto tokens = Tokens(n);
   const auto slots = SlotsFromBlocks({5, 1, 9, 2, 7, 3, 8, 0}, 8, n);
   size_t stored = 0;
-  CHECK_OK(rt->Store(tokens.data(), n, src.Layout(), slots.data(), n, &stored));
+  CHECK_OK(StoreTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, &stored));
   CHECK(stored == n);
 
   const auto dst_slots = SlotsFromBlocks({20, 21, 22, 23, 24, 25, 26, 27}, 8, n);
   std::unique_ptr<PendingLoad> load;
   {
     std::vector<int64_t> caller_slots = dst_slots;  // the handle keeps its own copy
-    CHECK_OK(rt->BeginLoad(tokens.data(), n, dst.Layout(), caller_slots.data(), n - 3, 0, &load));
+    CHECK_OK(BeginLoadTokens(*rt, tokens.data(), n, dst.Layout(), caller_slots.data(), n - 3, 0, &load));
   }
   CHECK(load->tokens() == n - 3 && load->num_layers() == 4 && load->layers_done() == 0);
   for (uint32_t l = 0; l < 4; ++l) CHECK(LayerUntouched(dst, l, dst_slots, n));  // Begin moves nothing
@@ -119,12 +120,12 @@ void TestHeldChunksSurviveEvictionAndClear() {
   const auto a = Tokens(n, 100), b = Tokens(n, 900);
   const auto slots = SlotsFromBlocks({0, 1, 2, 3, 4, 5, 6, 7}, 8, n);
   size_t out = 0;
-  CHECK_OK(rt->Store(a.data(), n, layout, slots.data(), n, &out));
+  CHECK_OK(StoreTokens(*rt, a.data(), n, layout, slots.data(), n, &out));
   CHECK(out == n);
   std::unique_ptr<PendingLoad> load;
-  CHECK_OK(rt->BeginLoad(a.data(), n, dst.Layout(), slots.data(), n, 0, &load));
+  CHECK_OK(BeginLoadTokens(*rt, a.data(), n, dst.Layout(), slots.data(), n, 0, &load));
   CHECK(load->tokens() == n);
-  CHECK_OK(rt->Store(b.data(), n, layout, slots.data(), n, &out));
+  CHECK_OK(StoreTokens(*rt, b.data(), n, layout, slots.data(), n, &out));
   CHECK(out == 0);  // no room: every slab is held by the load
   size_t removed = 0;
   CHECK_OK(rt->Clear(&removed));
@@ -145,22 +146,22 @@ void TestCorruptRecordEndsThePrefix() {
   const auto tokens = Tokens(n);
   const auto slots = SlotsFromBlocks({0, 1, 2, 3, 4, 5, 6, 7}, 8, n);
   size_t out = 0;
-  CHECK_OK(rt->Store(tokens.data(), n, src.Layout(), slots.data(), n, &out));
+  CHECK_OK(StoreTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, &out));
   std::vector<ChunkKey> keys;
-  CHECK_OK(rt->HashTokens(tokens.data(), n, &keys));
+  CHECK_OK(rt->ComputeKeys(tokens.data(), n, &keys));
   CHECK_OK(rt->CorruptChunkForTesting(keys[2]));
   std::unique_ptr<PendingLoad> load;
-  CHECK_OK(rt->BeginLoad(tokens.data(), n, dst.Layout(), slots.data(), n, 0, &load));
+  CHECK_OK(BeginLoadTokens(*rt, tokens.data(), n, dst.Layout(), slots.data(), n, 0, &load));
   CHECK(load->tokens() == 32);  // chunks 0 and 1
   CHECK_OK(load->LoadLayers(4));
   CHECK_OK(load->Finish());
   CHECK(rt->Stats().load_errors == 1);
   size_t hit = 0;
-  CHECK_OK(rt->Lookup(tokens.data(), n, &hit));
+  CHECK_OK(LookupTokens(*rt, tokens.data(), n, &hit));
   CHECK(hit == 32);  // the bad record was dropped
   // Nothing cached at all: an empty load, which finishes cleanly.
   const auto other = Tokens(n, 5000);
-  CHECK_OK(rt->BeginLoad(other.data(), n, dst.Layout(), slots.data(), n, 0, &load));
+  CHECK_OK(BeginLoadTokens(*rt, other.data(), n, dst.Layout(), slots.data(), n, 0, &load));
   CHECK(load->tokens() == 0);
   CHECK_OK(load->LoadLayers(4));
   CHECK_OK(load->Finish());
@@ -173,12 +174,12 @@ void TestBadInput() {
   const auto tokens = Tokens(64);
   std::vector<int64_t> slots(64, 1 << 30);  // outside the cache
   std::unique_ptr<PendingLoad> load;
-  CHECK_CODE(rt->BeginLoad(tokens.data(), 64, src.Layout(), slots.data(), 64, 0, &load), StatusCode::kInvalidArgument);
+  CHECK_CODE(BeginLoadTokens(*rt, tokens.data(), 64, src.Layout(), slots.data(), 64, 0, &load), StatusCode::kInvalidArgument);
   CHECK(!load);
-  CHECK_CODE(rt->BeginLoad(tokens.data(), 8, src.Layout(), slots.data(), 64, 0, &load), StatusCode::kInvalidArgument);
+  CHECK_CODE(BeginLoadTokens(*rt, tokens.data(), 8, src.Layout(), slots.data(), 64, 0, &load), StatusCode::kInvalidArgument);
   TestCache other("PBTHD", [] { CacheDims d = Dims(); d.heads = 3; return d; }());
   slots.assign(64, 0);
-  CHECK_CODE(rt->BeginLoad(tokens.data(), 64, other.Layout(), slots.data(), 64, 0, &load),
+  CHECK_CODE(BeginLoadTokens(*rt, tokens.data(), 64, other.Layout(), slots.data(), 64, 0, &load),
              StatusCode::kInvalidArgument);
   std::puts("  ok: bad input is refused before anything is held");
 }
@@ -191,10 +192,10 @@ void TestCloseFinishesOpenLoads() {
   const auto tokens = Tokens(n);
   const auto slots = SlotsFromBlocks({0, 1, 2, 3}, 8, n);
   size_t out = 0;
-  CHECK_OK(rt->Store(tokens.data(), n, src.Layout(), slots.data(), n, &out));
+  CHECK_OK(StoreTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, &out));
   std::unique_ptr<PendingLoad> a, b;
-  CHECK_OK(rt->BeginLoad(tokens.data(), n, src.Layout(), slots.data(), n, 0, &a));
-  CHECK_OK(rt->BeginLoad(tokens.data(), n, src.Layout(), slots.data(), n, 0, &b));
+  CHECK_OK(BeginLoadTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, 0, &a));
+  CHECK_OK(BeginLoadTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, 0, &b));
   CHECK_OK(a->LoadLayers(2));
   rt->Close();
   CHECK_CODE(a->LoadLayers(4), StatusCode::kClosed);
@@ -215,28 +216,28 @@ void TestStoreIsInvisibleUntilFinished() {
   std::unique_ptr<PendingStore> store;
   {
     std::vector<int64_t> caller_slots = slots;  // not needed after BeginStore
-    CHECK_OK(rt->BeginStore(tokens.data(), n + 5, src.Layout(), caller_slots.data(), n, 0, &store));
+    CHECK_OK(BeginStoreTokens(*rt, tokens.data(), n + 5, src.Layout(), caller_slots.data(), n, 0, &store));
   }
   CHECK(store->tokens() == n);
   size_t hit = 1, out = 1;
-  CHECK_OK(rt->Lookup(tokens.data(), n, &hit));
+  CHECK_OK(LookupTokens(*rt, tokens.data(), n, &hit));
   CHECK(hit == 0);  // reserved, not published
-  CHECK_OK(rt->Store(tokens.data(), n, src.Layout(), slots.data(), n, &out));
+  CHECK_OK(StoreTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, &out));
   CHECK(out == 0 && rt->Stats().store_skipped_chunks == 4);  // being written by the pending store
   CHECK_OK(store->Finish());
   CHECK_OK(store->Finish());  // idempotent
-  CHECK_OK(rt->Lookup(tokens.data(), n, &hit));
+  CHECK_OK(LookupTokens(*rt, tokens.data(), n, &hit));
   CHECK(hit == n);
-  CHECK_OK(rt->Load(tokens.data(), n, dst.Layout(), slots.data(), n, &out));  // checksums verified
+  CHECK_OK(LoadTokens(*rt, tokens.data(), n, dst.Layout(), slots.data(), n, &out));  // checksums verified
   CHECK(out == n && rt->Stats().load_errors == 0);
   for (uint32_t l = 0; l < 4; ++l) CHECK(LayerMatches(dst, src, l, slots, slots, n));
   CHECK(rt->Stats().stored_chunks == 4);
 
   // Dropping an unfinished handle finishes it: the chunks are published.
   const auto more = Tokens(n, 7000);
-  CHECK_OK(rt->BeginStore(more.data(), n, src.Layout(), slots.data(), n, 0, &store));
+  CHECK_OK(BeginStoreTokens(*rt, more.data(), n, src.Layout(), slots.data(), n, 0, &store));
   store.reset();
-  CHECK_OK(rt->Lookup(more.data(), n, &hit));
+  CHECK_OK(LookupTokens(*rt, more.data(), n, &hit));
   CHECK(hit == n);
   std::puts("  ok: a store is invisible until finished, then published whole");
 }
@@ -249,7 +250,7 @@ void TestCloseGivesBackOpenStores() {
   const auto tokens = Tokens(n);
   const auto slots = SlotsFromBlocks({0, 1, 2, 3}, 8, n);
   std::unique_ptr<PendingStore> store;
-  CHECK_OK(rt->BeginStore(tokens.data(), n, src.Layout(), slots.data(), n, 0, &store));
+  CHECK_OK(BeginStoreTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, 0, &store));
   rt->Close();  // gives the reservations back
   CHECK_OK(store->Finish());  // a no-op now
   rt.reset();
@@ -257,9 +258,9 @@ void TestCloseGivesBackOpenStores() {
   // Bad input leaves nothing reserved.
   rt = MakeRuntime(src.Layout());
   std::vector<int64_t> bad(n, 1 << 30);
-  CHECK_CODE(rt->BeginStore(tokens.data(), n, src.Layout(), bad.data(), n, 0, &store), StatusCode::kInvalidArgument);
+  CHECK_CODE(BeginStoreTokens(*rt, tokens.data(), n, src.Layout(), bad.data(), n, 0, &store), StatusCode::kInvalidArgument);
   size_t out = 0;
-  CHECK_OK(rt->Store(tokens.data(), n, src.Layout(), slots.data(), n, &out));
+  CHECK_OK(StoreTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, &out));
   CHECK(out == n);
   std::puts("  ok: close gives open stores back; bad input reserves nothing");
 }
@@ -286,19 +287,19 @@ void TestOpenStoreNeverBlocksOthers() {
   const auto tokens = Tokens(n);
   const auto slots = SlotsFromBlocks({0, 1, 2, 3}, 8, n);
   size_t out = 0, removed = 0;
-  CHECK_OK(rt->Store(tokens.data(), n, src.Layout(), slots.data(), n, &out));
+  CHECK_OK(StoreTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, &out));
   rt->FlushWrites();
   CHECK_OK(rt->Clear(&removed, /*include_disk=*/false));  // on disk only now
   std::unique_ptr<PendingStore> store;
-  CHECK_OK(rt->BeginStore(tokens.data(), n, src.Layout(), slots.data(), n, 0, &store));
+  CHECK_OK(BeginStoreTokens(*rt, tokens.data(), n, src.Layout(), slots.data(), n, 0, &store));
   CHECK(store->tokens() == n);  // reserved in L1 again
   size_t hit = 0;
-  CHECK_OK(rt->Lookup(tokens.data(), n, &hit));  // queues prefetches of the reserved chunks
+  CHECK_OK(LookupTokens(*rt, tokens.data(), n, &hit));  // queues prefetches of the reserved chunks
   CHECK(hit == n);
   std::unique_ptr<PendingLoad> load;
-  CHECK_OK(rt->BeginLoad(tokens.data(), n, dst.Layout(), slots.data(), n, 0, &load));
+  CHECK_OK(BeginLoadTokens(*rt, tokens.data(), n, dst.Layout(), slots.data(), n, 0, &load));
   CHECK(load->tokens() == 0);  // the chunks are being stored: a miss, not a wait for ourselves
-  CHECK_OK(rt->BeginLoad(tokens.data(), n, dst.Layout(), slots.data(), n, 0, &load));  // replaces an open one
+  CHECK_OK(BeginLoadTokens(*rt, tokens.data(), n, dst.Layout(), slots.data(), n, 0, &load));  // replaces an open one
   rt->Close();  // must not wait for the prefetch thread, nor it for the store
   store.reset();
   load.reset();

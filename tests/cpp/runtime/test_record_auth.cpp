@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cache_runtime.h"
+#include "token_calls.h"
 #include "check.h"
 #include "kv_test_cache.h"
 #include "record_seal.h"
@@ -78,7 +79,7 @@ void StoreAndFlush(CacheRuntime* rt, TestCache& src) {
   const auto tok = Tokens();
   const auto slots = Slots();
   size_t stored = 0;
-  CHECK_OK(rt->Store(tok.data(), tok.size(), src.Layout(), slots.data(), slots.size(), &stored));
+  CHECK_OK(StoreTokens(*rt, tok.data(), tok.size(), src.Layout(), slots.data(), slots.size(), &stored));
   CHECK(stored == kTokens);
   rt->FlushWrites();
 }
@@ -87,7 +88,7 @@ size_t LoadInto(CacheRuntime* rt, TestCache& dst) {
   const auto tok = Tokens();
   const auto slots = Slots();
   size_t loaded = 0;
-  CHECK_OK(rt->Load(tok.data(), tok.size(), dst.Layout(), slots.data(), slots.size(), &loaded));
+  CHECK_OK(LoadTokens(*rt, tok.data(), tok.size(), dst.Layout(), slots.data(), slots.size(), &loaded));
   return loaded;
 }
 
@@ -282,10 +283,10 @@ void TestL1CorruptionDoesNotLeave() {
   const auto tok = Tokens();
   const auto slots = Slots();
   std::vector<ChunkKey> keys;
-  CHECK_OK(rt->HashTokens(tok.data(), tok.size(), &keys));
+  CHECK_OK(rt->ComputeKeys(tok.data(), tok.size(), &keys));
   // Corrupt before write-behind runs: a store, then damage, then the flush.
   size_t stored = 0;
-  CHECK_OK(rt->Store(tok.data(), tok.size(), src.Layout(), slots.data(), slots.size(), &stored));
+  CHECK_OK(StoreTokens(*rt, tok.data(), tok.size(), src.Layout(), slots.data(), slots.size(), &stored));
   CHECK_OK(rt->CorruptChunkForTesting(keys[2]));
   std::vector<uint8_t> buf(rt->RecordBytes());
   size_t got = 0;
@@ -325,7 +326,7 @@ void TestForkedChildIsRefused() {
   const auto open_slots = Slots();
   TestCache open_dst("PBTHD", Dims());
   std::unique_ptr<PendingLoad> open_load;
-  CHECK_OK(rt->BeginLoad(open_tok.data(), open_tok.size(), open_dst.Layout(), open_slots.data(), open_slots.size(),
+  CHECK_OK(BeginLoadTokens(*rt, open_tok.data(), open_tok.size(), open_dst.Layout(), open_slots.data(), open_slots.size(),
                          0, &open_load));
   const pid_t pid = fork();
   CHECK(pid >= 0);
@@ -333,7 +334,7 @@ void TestForkedChildIsRefused() {
     alarm(20);  // a hang fails the test instead of stalling it
     const auto tok = Tokens();
     size_t hit = 0;
-    const Status st = rt->Lookup(tok.data(), tok.size(), &hit);
+    const Status st = LookupTokens(*rt, tok.data(), tok.size(), &hit);
     rt->FlushWrites();  // returns at once: the writer is the parent's
     const bool refused = st.code() == StatusCode::kInvalidState && rt->InForkedChild() &&
                          open_load->LoadLayers(1).code() == StatusCode::kInvalidState &&

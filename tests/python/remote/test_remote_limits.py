@@ -16,6 +16,7 @@ import threading
 import pytest
 from remote_helpers import cache, engine, load_into_fresh, same_blocks, store_and_flush, toks, zero_blocks
 
+import lmcache
 from lmcache.remote.redis_tier import RedisTier
 
 redis = pytest.importorskip("redis")
@@ -146,17 +147,17 @@ def test_long_remote_prefix_is_fetched_in_bounded_batches(redis_server, chunks, 
     assert s["remote_get_batches"] == loaded // 4 and s["remote_get_beyond_l1"] == chunks - loaded
 
 
-def test_fetch_into_runtime_leaves_room_for_the_local_prefix(redis_server):
+def test_a_load_fetches_no_more_than_host_memory_holds_with_its_local_prefix(redis_server):
     src, t = _store_long_prompt(redis_server.url, 20)
     dst = cache(fill=False, blocks=40)
     with engine(redis_server.url, l1_capacity_gb=l1_of(16)) as b:
         b.register_kv_caches(src)
         assert b.store(t[:4 * 32], block_ids=list(range(8))) == 128  # the first 4 chunks are local
-        keys = b.chunk_keys(t)
-        assert b._remote.fetch_into_runtime(keys, 20) == 16  # 4 local + 12 fetched: all host memory holds
         b.register_kv_caches(dst)
-        assert b._runtime.lookup_keys(keys) == 16
-        assert b.load(t[:16 * 32], block_ids=list(range(32))) == 16 * 32
+        # The runtime fetches 12 (4 local + 12: all host memory holds) and loads those 16.
+        assert b.load(t, block_ids=list(range(40))) == 16 * 32
+        s = b.stats()
+        assert s["remote_fetched_chunks"] == 12 and s["remote_get_beyond_l1"] == 4
     assert same_blocks(src, dst, list(range(32)), 32)
 
 
@@ -168,13 +169,17 @@ def _finishes(fn) -> bool:
     return not th.is_alive()
 
 
-def test_flush_after_close_returns_and_enqueue_is_counted(redis_server):
+def test_closing_with_queued_writes_writes_them_first(redis_server):
+    src = cache()
     e = engine(redis_server.url)
-    store = e._remote
-    e.close()
-    store.enqueue(["00" * 16, "11" * 16])
-    assert _finishes(store.flush)
-    assert store.snapshot()["remote_put_dropped"] == 2
+    e.register_kv_caches(src)
+    for i in range(4):
+        e.store(toks(50 + i), block_ids=list(range(8)))
+    assert _finishes(e.close)  # the runtime's writer finishes the queue before the runtime closes
+    assert _finishes(e.flush_writes)  # and a flush after close returns at once
+    with engine(redis_server.url) as b:
+        b.register_kv_caches(cache(fill=False))
+        assert all(b.lookup(toks(50 + i)) == 128 for i in range(4))
 
 
 def test_flush_never_hangs_when_close_races_the_store_path(redis_server):
@@ -183,11 +188,14 @@ def test_flush_never_hangs_when_close_races_the_store_path(redis_server):
         e = engine(redis_server.url)
         e.register_kv_caches(src)
         stores = [e.begin_store(toks(100 * rnd + i), block_ids=list(range(8))) for i in range(4)]
-        closer = threading.Thread(target=e._remote.close)
+        closer = threading.Thread(target=e.close)
         closer.start()
-        for p in stores:  # finishing a store enqueues its chunks, racing close()
-            p.finish()
-        assert _finishes(e._remote.flush)
-        closer.join()
-        assert _finishes(e._remote.flush)
-        e.close()
+        for p in stores:  # finishing a store queues its chunks, racing close()
+            try:
+                p.finish()
+            except lmcache.ClosedError:
+                pass
+        assert _finishes(e.flush_writes)
+        closer.join(60)
+        assert not closer.is_alive()
+        assert _finishes(e.flush_writes)

@@ -20,13 +20,14 @@ import torch
 from sglang.srt.mem_cache.hicache_storage import HiCacheStorage, HiCacheStorageConfig
 
 from lmcache.config import Config
+from lmcache.errors import ConfigError
 from lmcache.engine import CacheEngine
 
 logger = logging.getLogger(__name__)
 
-# Extra-config keys that are SGLang's, not lmcache's.
-_SGLANG_KEYS = ("backend_name", "module_path", "class_name", "interface_v1", "hicache_storage_pass_prefix_keys",
-                "prefetch_threshold", "prefetch_timeout_base", "prefetch_timeout_per_ki_token", "tp_lcm_size")
+# lmcache's config inside SGLang's --hicache-storage-backend-extra-config:
+# a sub-dict of its own, so the rest stays SGLang's whatever keys it grows.
+CONFIG_KEY = "lmcache"
 
 _MHA_LAYOUTS = {"layer_first": "sglang_layer_first", "page_first": "sglang_page_first",
                 "page_first_direct": "sglang_page_first_direct"}
@@ -34,10 +35,24 @@ _MLA_LAYOUTS = {"layer_first": "sglang_mla_layer_first", "page_first": "sglang_m
                 "page_first_direct": "sglang_mla_page_first_direct"}
 
 
+def lmcache_config_of(extra_config: Optional[dict]) -> dict:
+    """lmcache's keys from SGLang's extra-config: its "lmcache" sub-dict. An
+    lmcache key given at the top level instead is refused, naming the fix
+    (silently ignoring it would run with another config than intended)."""
+    extra = dict(extra_config or {})
+    sub = extra.pop(CONFIG_KEY, None) or {}
+    if not isinstance(sub, dict):
+        raise ConfigError(f"SGLang extra-config: {CONFIG_KEY!r} must be a mapping of lmcache config keys")
+    misplaced = sorted(set(extra) & set(Config.keys()))
+    if misplaced:
+        raise ConfigError(f"SGLang extra-config: lmcache keys {', '.join(misplaced)} belong under "
+                          f"{CONFIG_KEY!r}, e.g. {{\"{CONFIG_KEY}\": {{\"{misplaced[0]}\": ...}}}}")
+    return sub
+
+
 class LMCacheHiCacheStorage(HiCacheStorage):
     def __init__(self, storage_config: HiCacheStorageConfig, kwargs: Optional[dict] = None) -> None:
-        extra = {k: v for k, v in (storage_config.extra_config or {}).items() if k not in _SGLANG_KEYS}
-        self.config = Config.load(overrides=extra)
+        self.config = Config.load(overrides=lmcache_config_of(storage_config.extra_config))
         self.storage_config = storage_config
         self.is_mla = bool(storage_config.is_mla_model)
         # MLA: every rank holds the same latent cache; only one writes (as SGLang's own backends do).
@@ -67,14 +82,14 @@ class LMCacheHiCacheStorage(HiCacheStorage):
 
     # ------------------------------------------------------------ zero-copy API
     def batch_exists(self, keys: List[str], extra_info: Any = None) -> int:
-        return self.engine.lookup_ids(keys) if keys else 0
+        return self._held_pages(self.engine.keys_from_ids(keys)) if keys else 0
 
     def batch_get_v1(self, keys: List[str], host_indices: torch.Tensor, extra_info: Any = None) -> List[bool]:
         if not keys:
             return []
         t0 = time.perf_counter()
         try:
-            loaded = self.engine.load_ids(keys, slot_mapping=self._slots(keys, host_indices))
+            loaded = self.engine.load(self.engine.keys_from_ids(keys), slot_mapping=self._slots(keys, host_indices))
         except Exception as e:  # a failed load is a miss, never a crash in the cache controller
             logger.warning("lmcache batch_get_v1 failed: %s", e)
             loaded = 0
@@ -89,9 +104,10 @@ class LMCacheHiCacheStorage(HiCacheStorage):
             return [True] * len(keys)
         t0 = time.perf_counter()
         try:
-            self.engine.store_ids(keys, slot_mapping=self._slots(keys, host_indices))
+            chunk_keys = self.engine.keys_from_ids(keys)
+            self.engine.store(chunk_keys, slot_mapping=self._slots(keys, host_indices))
             # Success means "the page is in lmcache now" (it may have been there already).
-            held = self.engine.lookup_ids(keys)
+            held = self._held_pages(chunk_keys)
         except Exception as e:
             logger.warning("lmcache batch_set_v1 failed: %s", e)
             held = 0
@@ -106,8 +122,9 @@ class LMCacheHiCacheStorage(HiCacheStorage):
         out = []
         for key, target in zip(keys, target_locations or [None] * len(keys)):
             page = target if target is not None else self.mem_pool_host.get_dummy_flat_data_page()
-            n = self.engine.load_ids([key], self._flat_view(page), slot_mapping=torch.arange(self.page_size),
-                                     layout=self._layout, block_size=self.page_size)
+            n = self.engine.load(self.engine.keys_from_ids([key]), self._flat_view(page),
+                                 slot_mapping=torch.arange(self.page_size), layout=self._layout,
+                                 block_size=self.page_size)
             out.append(page if n == self.page_size else None)
             if n != self.page_size:  # the prefix ends at the first miss
                 out += [None] * (len(keys) - len(out))
@@ -121,13 +138,14 @@ class LMCacheHiCacheStorage(HiCacheStorage):
                   target_sizes: Any = None) -> bool:
         if not self.is_writer:
             return True
-        for key, value in zip(keys, values):
-            self.engine.store_ids([key], self._flat_view(value), slot_mapping=torch.arange(self.page_size),
-                                  layout=self._layout, block_size=self.page_size)
-        return self.engine.lookup_ids(keys) == len(keys)
+        chunk_keys = self.engine.keys_from_ids(keys)
+        for i, value in zip(range(len(keys)), values):
+            self.engine.store(chunk_keys[i:i + 1], self._flat_view(value), slot_mapping=torch.arange(self.page_size),
+                              layout=self._layout, block_size=self.page_size)
+        return self._held_pages(chunk_keys) == len(keys)
 
     def exists(self, key: str) -> bool:
-        return self.engine.lookup_ids([key]) == 1
+        return self._held_pages(self.engine.keys_from_ids([key])) == 1
 
     def clear(self) -> None:
         if self.engine is not None:
@@ -145,6 +163,10 @@ class LMCacheHiCacheStorage(HiCacheStorage):
             self.engine.close()
 
     # ------------------------------------------------------------ helpers
+    def _held_pages(self, chunk_keys) -> int:
+        """Leading pages cached in any tier (one chunk per page)."""
+        return self.engine.lookup(chunk_keys) // self.page_size
+
     def _slots(self, keys: List[str], host_indices: torch.Tensor):
         if host_indices.numel() != len(keys) * self.page_size:
             raise ValueError(f"{len(keys)} pages need {len(keys) * self.page_size} host indices, "

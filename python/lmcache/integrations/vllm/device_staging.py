@@ -12,28 +12,19 @@ Plain torch, so it is device-agnostic: tests run it on CPU tensors.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from lmcache import layouts
 from lmcache.engine import CacheEngine
-
-# Dimension of vLLM's per-layer tensors that indexes blocks.
-BLOCK_DIM = {"vllm_flash_attn": 1, "vllm_flashinfer": 0, "vllm_mla": 0, "vllm_cpu": 0}
 
 
 class DeviceStaging:
-    @staticmethod
-    def block_size_dim(layout: str) -> int:
-        """Dimension of a per-layer tensor that holds the block size."""
-        return {"vllm_flash_attn": 2, "vllm_flashinfer": 2, "vllm_mla": 1, "vllm_cpu": 2}[layout]
-
     def __init__(self, engine: CacheEngine, layers: list, layout: str, block_size: int) -> None:
         import torch
 
         self._torch = torch
         self.engine, self.layers, self.layout, self.block_size = engine, layers, layout, block_size
-        self.block_dim = BLOCK_DIM[layout]
+        self.block_dim = layouts.block_dim(layout)
         self._pin = layers[0].device.type == "cuda"
         self._shape_registered = False
 
@@ -50,8 +41,8 @@ class DeviceStaging:
             self.engine.register_kv_shape(host_layers, self.layout)
             self._shape_registered = True
 
-    def store(self, token_ids: list[int], block_ids: list[int], num_tokens: int, ids: list[str] | None = None) -> int:
-        """`ids`: chunk names when the engine uses another key scheme (see lmcache.keys)."""
+    def store(self, request, block_ids: list[int], num_tokens: int) -> int:
+        """`request`: the request's token ids or its ChunkKeys (see CacheEngine.keys)."""
         torch = self._torch
         nblk = (num_tokens + self.block_size - 1) // self.block_size
         idx = torch.as_tensor(block_ids[:nblk], dtype=torch.long, device=self.layers[0].device)
@@ -63,12 +54,9 @@ class DeviceStaging:
         host_layers = list(host.unbind(0))
         self._register(host_layers)
         slots = np.arange(num_tokens, dtype=np.int64)
-        if ids is not None:
-            return self.engine.store_ids(ids, host_layers, slot_mapping=slots, layout=self.layout)
-        return self.engine.store(token_ids[:num_tokens], host_layers, slot_mapping=slots, layout=self.layout)
+        return self.engine.store(request, host_layers, slot_mapping=slots, layout=self.layout)
 
-    def load(self, token_ids: list[int], block_ids: list[int], load_from: int, load_until: int,
-             ids: list[str] | None = None) -> int:
+    def load(self, request, block_ids: list[int], load_from: int, load_until: int) -> int:
         """Returns leading tokens valid in the engine's cache (as CacheEngine.load)."""
         torch = self._torch
         bs = self.block_size
@@ -79,10 +67,7 @@ class DeviceStaging:
         self._register(host_layers)
         slots = np.arange(load_until, dtype=np.int64)
         slots[:load_from] = -1
-        if ids is not None:
-            loaded = self.engine.load_ids(ids, host_layers, slot_mapping=slots, layout=self.layout)
-        else:
-            loaded = self.engine.load(token_ids, host_layers, slot_mapping=slots, layout=self.layout)
+        loaded = self.engine.load(request, host_layers, slot_mapping=slots, layout=self.layout)
         end_block = (loaded + bs - 1) // bs
         if end_block > first_block:
             device = self.layers[0].device

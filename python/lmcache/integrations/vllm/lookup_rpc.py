@@ -17,18 +17,10 @@ Who may connect: only processes of the engine's own user, three times over.
     is answered. The client, in turn, checks the directory and that the server
     runs as its own uid before it sends a prompt.
 
-Frames are little-endian:
-
-    request  = op (1 byte) | n (u32) | body
-      op H   n = 32, body = the secret; the first frame, and only there
-      op L   body = n token ids (u32 each), n <= max_tokens; reply u64 hit tokens
-      op S   n = 0; reply length (u32) | JSON stats
-      op C   n = 0 clears the host tier, n = 1 every tier; reply u64 chunks removed
-
-Bounds: a header is checked before its body is read (a bad length allocates
-nothing), bodies are read in 64 KiB pieces, a frame must arrive within the
-server's idle timeout (so must the next one), and past max_connections a new
-connection is closed at once. A malformed frame closes its connection and is
+Frames are defined in lookup_frames.py. Bounds: a header is checked before
+its body is read (a bad length allocates nothing), bodies are read in 64 KiB
+pieces, a frame must arrive within the server's idle timeout (so must the
+next one), and past max_connections a new connection is closed at once. A malformed frame closes its connection and is
 counted; the server keeps serving the others.
 
 On the client, any failure (no server, timeout, bad reply) is a miss for that
@@ -50,74 +42,35 @@ import struct
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from lmcache.integrations.vllm.lookup_frames import (
+    _HEADER,
+    MAX_TOKENS,
+    OP_CLEAR,
+    OP_HELLO,
+    OP_LOOKUP,
+    OP_STATS,
+    REQ_ID_BYTES,
+    SECRET_BYTES,
+    AuthError,
+    FrameError,
+    PeerClosed,
+    Request,
+    read_request,
+)
+
 logger = logging.getLogger(__name__)
 
-OP_HELLO = b"H"
-OP_LOOKUP = b"L"
-OP_STATS = b"S"
-OP_CLEAR = b"C"
-_HEADER = struct.Struct("<cI")
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _UCRED = struct.Struct("3i")  # pid, uid, gid
-SECRET_BYTES = 32
-# 16 MiB of token ids. Hits are prefixes, so a longer prompt is looked up by
-# its first MAX_TOKENS tokens: a smaller hit at worst, never a wrong one.
-MAX_TOKENS = 1 << 22
 _MAX_STATS_REPLY = 64 << 20
 _RECV_PIECE = 64 << 10
 _UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the trailing NUL
 COUNTERS = ("refused_peers", "refused_over_cap", "auth_failures", "malformed_frames", "idle_timeouts")
-
-
-# ---------------------------------------------------------------- frames (pure)
-class FrameError(ValueError):
-    """A malformed request: the server closes the connection and counts it."""
-
-
-class AuthError(FrameError):
-    """A connection whose first frame is not the server's secret."""
-
-
-class PeerClosed(ConnectionError):
-    """The connection (or the input) ended before a whole frame arrived."""
-
-
-@dataclass(frozen=True)
-class Request:
-    op: bytes
-    n: int
-    body: bytes = b""
-
-    def tokens(self) -> np.ndarray:
-        return np.frombuffer(self.body, dtype="<u4")
-
-
-def read_request(read: Callable[[int], bytes], first: bool, max_tokens: int = MAX_TOKENS) -> Request:
-    """Parses one request frame. read(k) returns exactly k bytes or raises
-    PeerClosed. The header is checked before the body is read, so a bad
-    length costs nothing. Raises FrameError (AuthError for a first frame that
-    is not a hello) on anything malformed."""
-    op, n = _HEADER.unpack(read(_HEADER.size))
-    if first and op != OP_HELLO:
-        raise AuthError(f"the first frame must carry the secret, not op {op!r}")
-    body_len = _body_length(op, n, first, max_tokens)
-    return Request(op, n, read(body_len) if body_len else b"")
-
-
-def _body_length(op: bytes, n: int, first: bool, max_tokens: int) -> int:
-    if op == OP_HELLO and first and n == SECRET_BYTES:
-        return n
-    if op == OP_LOOKUP and n <= max_tokens:
-        return 4 * n
-    if (op == OP_STATS and n == 0) or (op == OP_CLEAR and n in (0, 1)):
-        return 0
-    raise FrameError(f"bad request header: op {op!r}, n {n}")
 
 
 # ---------------------------------------------------------------- paths and credentials
@@ -225,7 +178,7 @@ class LookupServer:
     connection, at most max_connections of them (the native lookup releases
     the GIL). Idle or slow peers are dropped after idle_timeout_s."""
 
-    def __init__(self, path: str, lookup: Callable[[np.ndarray], int], stats: Callable[[], dict],
+    def __init__(self, path: str, lookup: Callable[[np.ndarray, str], int], stats: Callable[[], dict],
                  clear: Optional[Callable[[bool], int]] = None, *, max_connections: int = 8,
                  idle_timeout_s: float = 60.0, max_tokens: int = MAX_TOKENS) -> None:
         if not os.path.isabs(path) or len(os.fsencode(path)) > _UNIX_PATH_MAX:
@@ -332,7 +285,7 @@ class LookupServer:
     def _answer(self, request: Request) -> bytes:
         if request.op == OP_LOOKUP:
             try:
-                hit = self._lookup(request.tokens())
+                hit = self._lookup(request.tokens(), request.req_id())
             except Exception as e:  # a lookup error is a miss, reported once per call
                 logger.warning("lmcache lookup failed: %s", e)
                 hit = 0
@@ -442,9 +395,11 @@ class LookupClient:
         self._socks: list[Optional[socket.socket]] = [None] * len(self._paths)
         self.errors = 0
 
-    def lookup(self, token_ids: Sequence[int]) -> int:
+    def lookup(self, token_ids: Sequence[int], req_id: str = "") -> int:
         tokens = np.asarray(token_ids, dtype="<u4")[: self._max_tokens]
-        frame = _HEADER.pack(OP_LOOKUP, len(tokens)) + tokens.tobytes()
+        rid = req_id.encode()
+        rid = rid.ljust(REQ_ID_BYTES, b"\0") if len(rid) <= REQ_ID_BYTES and b"\0" not in rid else bytes(REQ_ID_BYTES)
+        frame = _HEADER.pack(OP_LOOKUP, len(tokens)) + rid + tokens.tobytes()
         hit = None
         for i in range(len(self._paths)):
             try:

@@ -50,7 +50,7 @@ class SchedulerSide:
         most = min(len(prompt) // self.chunk_size * self.chunk_size, request.num_tokens - 1)
         if most <= num_computed_tokens:
             return 0, False
-        hit = self._client.lookup(prompt)
+        hit = self._client.lookup(prompt, request.request_id)
         self.stats["lookups"] += 1
         self.stats["lookup_tokens"] += len(prompt)
         self.stats["hit_tokens"] += hit

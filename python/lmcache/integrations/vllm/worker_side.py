@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lmcache import _core
+from lmcache import _core, layouts
 from lmcache.config import Config
 from lmcache.engine import CacheEngine
 from lmcache.integrations.vllm import compat, modes
@@ -21,7 +21,7 @@ from lmcache.integrations.vllm.device_staging import DeviceStaging
 from lmcache.integrations.vllm.lookup_rpc import LookupServer, socket_name
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
 from lmcache.integrations.vllm.async_stores import AsyncStores
-from lmcache.keys import sglang_page_hashes
+from lmcache.integrations.vllm.request_keys import RequestKeys
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +33,6 @@ class _Loading:
     work: RequestWork
     load: Any  # lmcache._core.PendingLoad
     failed: bool = False
-
-
-def layout_of(kv: Any) -> str:
-    """The lmcache layout name of one of vLLM's per-layer KV tensors."""
-    if kv.device.type == "cpu" and kv.dim() == 4:
-        return "vllm_cpu"  # CPU attention: (blocks, heads, block_size, 2*head_size), kernel-arranged
-    if kv.dim() == 5 and kv.shape[0] == 2:
-        return "vllm_flash_attn"  # (2, blocks, block_size, heads, head_size)
-    if kv.dim() == 5 and kv.shape[1] == 2:
-        return "vllm_flashinfer"  # (blocks, 2, block_size, heads, head_size)
-    if kv.dim() == 3:
-        return "vllm_mla"  # (blocks, block_size, latent)
-    raise NotImplementedError(f"lmcache does not know vLLM's KV layout of shape {tuple(kv.shape)} on {kv.device}")
 
 
 class WorkerSide:
@@ -69,6 +56,9 @@ class WorkerSide:
         self._async: AsyncStores | None = None  # async stores: published off this thread
         self._stores_copied = None  # GPU, async stores: an event after the last step's store copies
         self._closed = False
+        # Each request is hashed once, at its first lookup, load or store, and
+        # its keys serve the rest until vLLM reports it finished.
+        self._keys = RequestKeys(self.engine)
         if config.fault_load_rate > 0:
             from lmcache.faults import LoadFaultInjector
 
@@ -84,13 +74,14 @@ class WorkerSide:
     def register_kv_caches(self, kv_caches: dict) -> None:
         names = compat.ordered_layer_names(kv_caches)
         layers = [kv_caches[n] for n in names]
-        layout = layout_of(layers[0])
+        layout = layouts.vllm_layout_of(layers[0])
         self._layers, self._layout = layers, layout
         self._layer_index = {name: i for i, name in enumerate(names)}
         on_gpu = layers[0].device.type == "cuda"
         if not on_gpu or _core.device_backend() == "cuda":
             # The native copy engine, or on a GPU lmcache's CUDA kernels.
-            self._block_size = self.engine.register_kv_caches(layers, layout).block_size
+            self._kv_layout = self.engine.register_kv_caches(layers, layout)
+            self._block_size = self._kv_layout.block_size
             self._layerwise = modes.layerwise_loads(self.engine.config, on_gpu)
             if modes.async_stores(self.engine.config, on_gpu):
                 self._async = AsyncStores(self._count_stored)
@@ -104,7 +95,7 @@ class WorkerSide:
                 self._load_stream = torch.cuda.Stream(layers[0].device)
         else:
             # A build without CUDA on a GPU engine: torch gathers on the device, one copy through pinned memory.
-            self._block_size = layers[0].shape[DeviceStaging.block_size_dim(layout)]
+            self._block_size = layers[0].shape[layouts.block_size_dim(layout)]
             self._staging = DeviceStaging(self.engine, layers, layout, self._block_size)
         # Stats over the socket add the server's own counters (refused peers, malformed frames, ...).
         self._server = LookupServer(socket_name(self._engine_id, self.rank), self.lookup,
@@ -115,18 +106,8 @@ class WorkerSide:
                     self.engine.disk_backend or "off", "on" if self._layerwise else "off",
                     "on" if self._async else "off")
 
-    # ---------------------------------------------------------------- key scheme
-    def _ids(self, token_ids) -> list[str] | None:
-        """SGLang page names of the whole chunks, when the config shares keys with SGLang."""
-        if self.engine.config.key_scheme != "sglang":
-            return None
-        return sglang_page_hashes(token_ids, self.engine.chunk_size)
-
-    def lookup(self, token_ids) -> int:
-        ids = self._ids(token_ids)
-        if ids is None:
-            return self.engine.lookup(token_ids)
-        return self.engine.lookup_ids(ids) * self.engine.chunk_size
+    def lookup(self, token_ids, req_id: str = "") -> int:
+        return self.engine.lookup(self._keys.get(req_id, token_ids))
 
     # ---------------------------------------------------------------- loads
     # Every load is a PendingLoad (the cached prefix held from start_load_kv
@@ -185,12 +166,12 @@ class WorkerSide:
         self.stats["load_requests"] += 1
         slots = self._slots(work.block_ids, work.load_until)
         slots[: work.load_from] = -1  # vLLM already holds these
+        keys = self._keys.get(work.req_id, work.token_ids)
         if self._faults is not None:
-            self._faults.maybe_fail(work.token_ids[: work.load_until])
+            self._faults.maybe_fail(keys[: work.load_until // self.engine.chunk_size])
         if self._staging is not None:  # the torch fallback: one synchronous load
             try:
-                loaded = self._staging.load(work.token_ids, work.block_ids, work.load_from, work.load_until,
-                                            self._ids(work.token_ids))
+                loaded = self._staging.load(keys, work.block_ids, work.load_from, work.load_until)
             except Exception as e:  # a failed load is a miss, never a crash
                 logger.warning("lmcache load for %s failed: %s", work.req_id, e)
                 loaded = work.load_from
@@ -198,10 +179,7 @@ class WorkerSide:
             self._not_loaded(work, loaded, work.load_until)
             return
         try:
-            if (ids := self._ids(work.token_ids)) is not None:
-                load = self.engine.begin_load_ids(ids, slot_mapping=slots, stream=stream)
-            else:
-                load = self.engine.begin_load(work.token_ids, slot_mapping=slots, stream=stream)
+            load = self.engine.begin_load(keys, slot_mapping=slots, stream=stream)
         except Exception as e:
             logger.warning("lmcache load for %s failed: %s", work.req_id, e)
             self._not_loaded(work, work.load_from, work.load_until)
@@ -272,8 +250,7 @@ class WorkerSide:
     def _poison(self, block_ids: list[int]) -> None:
         """Fault-injection runs only: fills blocks whose load failed with NaN, so
         a test would see garbage if vLLM used them instead of recomputing."""
-        block_dim = {"vllm_cpu": 0, "vllm_flashinfer": 0, "vllm_mla": 0, "vllm_flash_attn": 1}[self._layout]
-        index = [slice(None)] * block_dim + [block_ids]
+        index = [slice(None)] * layouts.block_dim(self._layout) + [block_ids]
         for t in self._layers:
             t[tuple(index)] = float("nan")
 
@@ -313,23 +290,15 @@ class WorkerSide:
                 if work.store_until <= 0:
                     continue
             slots = None if self._staging is not None else self._slots(work.block_ids, work.store_until)
-            ids = self._ids(work.token_ids[: work.store_until])
             try:
+                keys = self._keys.get(work.req_id, work.token_ids)[: work.store_until // self.engine.chunk_size]
                 if self._staging is not None:
-                    self._count_stored(self._staging.store(work.token_ids, work.block_ids, work.store_until, ids))
+                    self._count_stored(self._staging.store(keys, work.block_ids, work.store_until))
                 elif self._async is not None:
-                    if ids is not None:
-                        store = self.engine.begin_store_ids(ids, slot_mapping=slots, stream=stream)
-                    else:
-                        store = self.engine.begin_store(work.token_ids[: work.store_until], slot_mapping=slots,
-                                                        stream=stream)
-                    self._async.submit(work.req_id, store)
+                    self._async.submit(work.req_id, self.engine.begin_store(keys, slot_mapping=slots, stream=stream))
                     begun = True
-                elif ids is not None:
-                    self._count_stored(self.engine.store_ids(ids, slot_mapping=slots, stream=stream))
                 else:
-                    self._count_stored(self.engine.store(work.token_ids[: work.store_until], slot_mapping=slots,
-                                                         stream=stream))
+                    self._count_stored(self.engine.store(keys, slot_mapping=slots, stream=stream))
             except Exception as e:  # a failed store only costs a future hit
                 logger.warning("lmcache store for %s failed: %s", work.req_id, e)
         if begun and stream is not None:
@@ -340,6 +309,7 @@ class WorkerSide:
 
     def get_finished(self, finished_req_ids: set[str]) -> set[str] | None:
         """Finished requests whose stores are all done: vLLM may free their blocks."""
+        self._keys.forget(finished_req_ids)
         if self._async is None:
             return None
         done = self._async.finished(finished_req_ids)
@@ -362,9 +332,7 @@ class WorkerSide:
 
     # ---------------------------------------------------------------- helpers
     def _slots(self, block_ids: list[int], num_tokens: int) -> np.ndarray:
-        bs = self._block_size
-        blocks = np.asarray(block_ids[: (num_tokens + bs - 1) // bs], dtype=np.int64)
-        return (blocks[:, None] * bs + np.arange(bs, dtype=np.int64)).reshape(-1)[:num_tokens].copy()
+        return layouts.slots_from_blocks(self._kv_layout, block_ids, num_tokens)
 
     def all_stats(self) -> dict:
         self.flush_stores()  # stats count what the steps so far stored

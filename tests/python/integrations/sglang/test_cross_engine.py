@@ -38,7 +38,7 @@ def test_vllm_layout_to_sglang_and_back(tmp_path):
     with vllm_side(tmp_path) as v:
         v.register_kv_caches(kv, "vllm_flash_attn")
         slots = torch.cat([torch.arange(b * P, (b + 1) * P) for b in (5, 2, 7)])
-        assert v.store_ids(ids, slot_mapping=slots) == 3 * P
+        assert v.store(v.keys_from_ids(ids), slot_mapping=slots) == 3 * P
     # SGLang, with its own page hashes of the same tokens, finds and loads the pages.
     host = host_pool(False, "page_first")
     b = backend(host, local_disk_path=str(tmp_path))
@@ -59,7 +59,7 @@ def test_vllm_layout_to_sglang_and_back(tmp_path):
     with vllm_side(tmp_path) as v:
         out = [torch.zeros(2, 8, P, H, D, dtype=torch.bfloat16) for _ in range(L)]
         v.register_kv_caches(out, "vllm_flash_attn")
-        assert v.load_ids(sglang_page_hashes(more, P), slot_mapping=torch.arange(2 * P)) == 2 * P
+        assert v.load(v.keys_from_ids(sglang_page_hashes(more, P)), slot_mapping=torch.arange(2 * P)) == 2 * P
         for j, page in enumerate(pages):
             for l in range(L):
                 assert torch.equal(out[l][:, j], page[:, :, l])

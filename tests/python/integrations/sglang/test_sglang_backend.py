@@ -48,7 +48,8 @@ def host_pool(mla: bool, layout: str, dtype=torch.bfloat16):
 
 def backend(host, *, mla=False, tp_rank=0, tp_size=1, **lmcache_config):
     extra = {"backend_name": "lmcache", "module_path": "lmcache.integrations.sglang",
-             "class_name": "LMCacheHiCacheStorage", "interface_v1": 1, "l1_capacity_gb": 0.05, **lmcache_config}
+             "class_name": "LMCacheHiCacheStorage", "interface_v1": 1,
+             "lmcache": {"l1_capacity_gb": 0.05, **lmcache_config}}
     cfg = HiCacheStorageConfig(tp_rank=tp_rank, tp_size=tp_size, pp_rank=0, pp_size=1, attn_cp_rank=0,
                                attn_cp_size=1, is_mla_model=mla, enable_storage_metrics=False,
                                is_page_first_layout=host.layout == "page_first", model_name="org/tiny-model",
@@ -105,7 +106,7 @@ def test_vanished_entry_ends_the_prefix():
     keys = page_keys(list(range(4 * P)))
     src = host.alloc(4 * P)
     b.batch_set_v1(keys, src)
-    victim = b.engine._runtime.keys_from_ids([keys[2]])[0]
+    victim = b.engine.keys_from_ids([keys[2]]).hex()[0]
     b.engine._runtime.drop_chunk_for_testing(victim)  # evicted between exists and get
     dst = host.alloc(4 * P)
     assert b.batch_get_v1(keys, dst) == [True, True, False, False]
@@ -162,11 +163,11 @@ def test_tp_rank_in_the_key_except_for_mla():
     host = host_pool(False, "page_first")
     r0, r1 = backend(host, tp_rank=0, tp_size=2), backend(host, tp_rank=1, tp_size=2)
     keys = page_keys(list(range(P)))
-    assert r0.engine._runtime.keys_from_ids(keys) != r1.engine._runtime.keys_from_ids(keys)
+    assert r0.engine.keys_from_ids(keys) != r1.engine.keys_from_ids(keys)
     r0.close(), r1.close()
     mhost = host_pool(True, "page_first")
     m0, m1 = backend(mhost, mla=True, tp_rank=0, tp_size=2), backend(mhost, mla=True, tp_rank=1, tp_size=2)
-    assert m0.engine._runtime.keys_from_ids(keys) == m1.engine._runtime.keys_from_ids(keys)
+    assert m0.engine.keys_from_ids(keys) == m1.engine.keys_from_ids(keys)
     assert not m1.is_writer and m1.batch_set_v1(keys, mhost.alloc(P)) == [True]  # rank 1 does not write
     assert m1.batch_exists(keys) == 0
     m0.close(), m1.close()
@@ -195,3 +196,16 @@ def test_storage_metrics_for_sglang():
     assert m.backup_pgs == [2] and m.prefetch_pgs == [2]
     assert b.get_stats().backup_pgs == []  # reset on read
     b.close()
+
+
+def test_lmcache_config_is_a_sub_dict_of_the_extra_config():
+    from lmcache.errors import ConfigError
+    from lmcache.integrations.sglang.storage import lmcache_config_of
+
+    assert lmcache_config_of({"backend_name": "lmcache", "some_future_sglang_key": 1,
+                              "lmcache": {"chunk_size": 64}}) == {"chunk_size": 64}
+    assert lmcache_config_of(None) == {}
+    with pytest.raises(ConfigError, match="belong under 'lmcache'"):
+        lmcache_config_of({"backend_name": "lmcache", "l1_capacity_gb": 4})
+    with pytest.raises(ConfigError, match="mapping"):
+        lmcache_config_of({"lmcache": "chunk_size=64"})

@@ -156,6 +156,7 @@ def main() -> None:
     res["sgkeys_first"] = generate(llm, [A])[0]
     res["sgkeys_second"] = generate(llm, [A])[0]
     res["sgkeys_partial"] = [generate(llm, [B1])[0], generate(llm, [B2])[0]]
+    res["stats_sgkeys"] = settled_stats(eid)
     shutdown(llm)
 
     # Disk tier: one engine process computes and stores; a second, fresh one
@@ -179,10 +180,11 @@ def main() -> None:
     res["stats_disk2"] = query_worker_stats(eid)
     shutdown(llm)
 
-    # Remote tier: two engine processes share one Redis server (no disk).
+    # Remote tier: two engine processes share one Redis server (no disk), with
+    # SGLang's key scheme (so chunks are shareable with SGLang engines too).
     if len(sys.argv) > 2:
         remote_cfg = {"chunk_size": CHUNK, "l1_capacity_gb": 0.5, "remote_url": sys.argv[2],
-                      "auth_secret": "vllm-test-remote-secret-0123456"}
+                      "auth_secret": "vllm-test-remote-secret-0123456", "key_scheme": "sglang"}
         eid = f"remote1-{uuid.uuid4()}"
         llm = make_llm(model, remote_cfg, eid)
         res["remote_first"] = generate(llm, [A])[0]
@@ -194,7 +196,7 @@ def main() -> None:
         eid = f"remote2-{uuid.uuid4()}"
         llm = make_llm(model, remote_cfg, eid)
         res["remote_second_process"] = generate(llm, [A])[0]
-        res["stats_remote2"] = query_worker_stats(eid)
+        res["stats_remote2"] = settled_stats(eid)
         shutdown(llm)
 
     print("RESULTS " + json.dumps(res), flush=True)

@@ -12,13 +12,14 @@ def test_min_over_ranks_and_stats():
     eid = str(uuid.uuid4())
     seen = []
     servers = [
-        LookupServer(socket_name(eid, r), lambda t, r=r: (seen.append(t.copy()), 512 if r == 0 else 256)[1],
+        LookupServer(socket_name(eid, r), lambda t, rid, r=r: (seen.append((t.copy(), rid)), 512 if r == 0 else 256)[1],
                      lambda r=r: {"rank": r})
         for r in range(2)
     ]
     client = LookupClient(eid, [0, 1], timeout_s=2)
-    assert client.lookup(list(range(1000))) == 256
-    assert np.array_equal(seen[0], np.arange(1000))
+    assert client.lookup(list(range(1000)), "req-7") == 256
+    assert np.array_equal(seen[0][0], np.arange(1000)) and seen[0][1] == "req-7"
+    assert client.lookup([1, 2], "x" * 65) == 256 and seen[-1][1] == ""  # too long to send: none
     assert query_worker_stats(eid, 1) == {"rank": 1}
     for s in servers:
         s.close()
@@ -35,7 +36,7 @@ def test_slow_server_times_out_as_a_miss_and_reconnects():
     eid = str(uuid.uuid4())
     slow = {"on": True}
 
-    def lookup(tokens):
+    def lookup(tokens, req_id):
         if slow["on"]:
             time.sleep(1.5)
         return 7
@@ -51,7 +52,7 @@ def test_slow_server_times_out_as_a_miss_and_reconnects():
 
 def test_server_gone_mid_run():
     eid = str(uuid.uuid4())
-    server = LookupServer(socket_name(eid, 0), lambda t: 3, dict)
+    server = LookupServer(socket_name(eid, 0), lambda t, rid: 3, dict)
     client = LookupClient(eid, [0], timeout_s=0.5)
     assert client.lookup([1]) == 3
     server.close()

@@ -20,6 +20,7 @@ pytest.importorskip("vllm", reason="vLLM is installed by scripts/setup.sh")
 
 from lmcache.integrations.vllm.lookup_rpc import (  # noqa: E402
     MAX_TOKENS,
+    REQ_ID_BYTES,
     LookupClient,
     LookupServer,
     clear_worker_cache,
@@ -85,13 +86,14 @@ class Worker:
     """A LookupServer with recording callbacks."""
 
     def __init__(self, eid: str, rank: int = 0, hit: int = 7, **kw) -> None:
-        self.eid, self.looked_up, self.cleared = eid, [], []
+        self.eid, self.looked_up, self.req_ids, self.cleared = eid, [], [], []
         self.path = socket_name(eid, rank)
         self.server = LookupServer(self.path, self._lookup, lambda: {"rank": rank}, self._clear, **kw)
         self.hit = hit
 
-    def _lookup(self, tokens):
+    def _lookup(self, tokens, req_id):
         self.looked_up.append(tokens.copy())
+        self.req_ids.append(req_id)
         return self.hit
 
     def _clear(self, include_disk):
@@ -256,7 +258,7 @@ def test_without_the_secret_nothing_is_answered_and_nothing_cleared(worker):
     w = worker()
     attempts = [
         header(b"C", 1),  # no hello at all
-        header(b"L", 2) + bytes(8),
+        header(b"L", 2) + bytes(REQ_ID_BYTES + 8),
         header(b"H", 32) + bytes(32) + header(b"C", 1),  # a wrong secret
         header(b"H", 32) + os.urandom(32) + header(b"S", 0),
     ]
@@ -354,7 +356,7 @@ def test_a_malformed_frame_closes_only_its_connection(worker, frames):
     client = LookupClient(w.eid, [0], timeout_s=5)
     assert client.lookup([1]) == 7
     bad = open_connection(w.path, 30)
-    bad.sendall(header(b"L", 1) + bytes(4))
+    bad.sendall(header(b"L", 1) + bytes(REQ_ID_BYTES + 4))
     assert bad.recv(8) == struct.pack("<Q", 7)  # a good frame first: served
     bad.sendall(frames)
     assert closed_by_server(bad)
@@ -394,7 +396,7 @@ def test_a_directory_that_is_not_private_is_refused(spoil):
     try:
         spoil(d)
         with pytest.raises(PermissionError, match="mode 0700"):
-            LookupServer(socket_name(eid, 0), lambda t: 1, dict)
+            LookupServer(socket_name(eid, 0), lambda t, rid: 1, dict)
         client = LookupClient(eid, [0], timeout_s=5)
         assert client.lookup([1]) == 0 and client.errors == 1
         with pytest.raises(PermissionError):
@@ -410,7 +412,7 @@ def test_a_directory_that_is_not_private_is_refused(spoil):
 def test_a_live_servers_socket_is_not_taken_over(worker):
     w = worker()
     with pytest.raises(OSError, match="already serves"):
-        LookupServer(w.path, lambda t: 1, dict)
+        LookupServer(w.path, lambda t, rid: 1, dict)
     client = LookupClient(w.eid, [0], timeout_s=5)
     assert client.lookup([1]) == 7  # the live server kept its socket and its secret
     client.close()

@@ -160,3 +160,12 @@ def test_sglang_key_scheme_serves_hits_too(results):
     b1, b2 = results["sgkeys_partial"]
     assert b1["ids"] == base["B1"]["ids"] and b2["ids"] == base["B2"]["ids"]
     assert b2["cached"] == 1024  # the shared prefix, named by SGLang's page hashes
+
+
+def test_each_request_is_hashed_once(results):
+    # The worker keeps a request's keys from its lookup to its last store: one
+    # native pass over its tokens, with SGLang's key scheme and the remote tier too.
+    assert results["stats_sgkeys"]["hash_passes"] == 4  # four requests
+    assert results["stats_remote1"]["hash_passes"] == 1
+    assert results["stats_remote2"]["hash_passes"] == 1
+    assert [s["hash_passes"] for s in results["stats_tp2"]] == [4, 4]  # four requests, on each rank
