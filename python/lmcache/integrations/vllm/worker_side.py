@@ -166,7 +166,12 @@ class WorkerSide:
         self.stats["load_requests"] += 1
         slots = self._slots(work.block_ids, work.load_until)
         slots[: work.load_from] = -1  # vLLM already holds these
-        keys = self._keys.get(work.req_id, work.token_ids)
+        try:
+            keys = self._keys.get(work.req_id, work.token_ids)
+        except Exception as e:  # a load that cannot start is a miss, never a crash
+            logger.warning("lmcache load for %s failed: %s", work.req_id, e)
+            self._not_loaded(work, work.load_from, work.load_until)
+            return
         if self._faults is not None:
             self._faults.maybe_fail(keys[: work.load_until // self.engine.chunk_size])
         if self._staging is not None:  # the torch fallback: one synchronous load
