@@ -34,9 +34,17 @@ py::object TypedDefault(const OptionInfo& o) {
     case OptionKind::kInt: return py::int_(std::stoll(o.default_text));
     case OptionKind::kFloat:
     case OptionKind::kGiB: return py::float_(std::stod(o.default_text));
-    case OptionKind::kString: break;
+    case OptionKind::kString:
+    case OptionKind::kSecret: break;
   }
   return py::str(o.default_text);
+}
+
+// Runtime(**options) takes the table's runtime section; the remote and
+// security keys are read by the code around the runtime (lmcache.remote).
+bool IsRuntimeKey(const std::string& name) {
+  const OptionInfo* o = FindOption(name);
+  return o != nullptr && std::string_view(o->section) == "runtime";
 }
 
 py::object Limit(const OptionInfo& o, const std::optional<double>& limit) {
@@ -52,11 +60,13 @@ RuntimeOptions OptionsFromKwargs(const py::kwargs& kwargs) {
   std::vector<std::string> unknown;
   for (const auto& item : kwargs) {
     const std::string name = py::str(item.first);
-    if (name != "record_key" && !IsPlacementKey(name) && FindOption(name) == nullptr) unknown.push_back(name);
+    if (name != "record_key" && !IsPlacementKey(name) && !IsRuntimeKey(name)) unknown.push_back(name);
   }
   if (!unknown.empty()) {
     std::vector<std::string> allowed = {"record_key", "tp_rank", "tp_size"};
-    for (const OptionInfo& info : OptionTable()) allowed.emplace_back(info.name);
+    for (const OptionInfo& info : OptionTable()) {
+      if (IsRuntimeKey(info.name)) allowed.emplace_back(info.name);
+    }
     std::sort(allowed.begin(), allowed.end());
     std::string msg = "unknown Runtime option";
     msg += unknown.size() > 1 ? "s" : "";
@@ -96,7 +106,9 @@ void BindOptionTables(py::module_& m) {
         py::list out;
         for (const OptionInfo& o : OptionTable()) {
           py::dict row;
+          row["section"] = o.section;
           row["name"] = o.name;
+          row["secret"] = o.secret();
           row["type"] = o.type;
           row["default"] = TypedDefault(o);
           row["minimum"] = Limit(o, o.minimum);
@@ -107,7 +119,8 @@ void BindOptionTables(py::module_& m) {
         }
         return out;
       },
-      "The runtime's config keys: name, type ('bool', 'int', 'float' or 'str'), default, minimum, maximum "
+      "lmcache's native config keys: section ('runtime': Runtime(**options) takes them; 'remote', "
+      "'security': read around the runtime), name, secret (never shown), type ('bool', 'int', 'float' or 'str'), default, minimum, maximum "
       "(None: no limit), choices (None: any value) and doc, in order.");
   m.def(
       "stat_table",

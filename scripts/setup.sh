@@ -10,9 +10,11 @@ with_sglang=1
 
 # System packages: build dependencies of the native core, and the servers and
 # tools the tests and benchmarks use.
-# libssl-dev: records are sealed with OpenSSL's libcrypto; clang and
+# libssl-dev: records are sealed with OpenSSL's libcrypto and the native Redis
+# client speaks TLS with libssl; libzstd-dev and liblz4-dev: the remote tier's
+# codecs in the native client; clang and
 # libclang-rt-14-dev: the libFuzzer targets (scripts/fuzz.sh).
-apt_packages=(pkg-config libxxhash-dev liburing-dev libssl-dev redis-server fio clang libclang-rt-14-dev)
+apt_packages=(pkg-config libxxhash-dev liburing-dev libssl-dev libzstd-dev liblz4-dev redis-server fio clang libclang-rt-14-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cache_runtime.h"
+#include "engine_config.h"
 #include "runtime_options.h"
 #include "runtime_stats.h"
 #include "token_calls.h"
@@ -134,9 +135,9 @@ lmc_status lmc_engine_create(const lmc_config* config, lmc_engine** out) {
   if (out == nullptr) return ReportInvalid("out must not be NULL");
   *out = nullptr;
   return Guard([&] {
-    const lmcache::RuntimeOptions defaults;
     auto engine = std::make_unique<lmc_engine>();
-    LMC_RETURN_IF_ERROR(lmcache::CacheRuntime::Create(config ? config->options : defaults, &engine->runtime));
+    LMC_RETURN_IF_ERROR(
+        lmcache::CreateEngineRuntime(config ? config->options : lmcache::RuntimeOptions(), &engine->runtime));
     *out = engine.release();
     return lmcache::Status::Ok();
   });

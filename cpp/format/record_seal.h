@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "chunk_format.h"
 #include "status.h"
@@ -33,6 +34,11 @@ class RecordSealer {
   static bool Available();
   // The public name of a key: the first 8 bytes of SHA-256("lmcache-key-id\0" || key).
   static uint64_t KeyId(const std::string& key);
+  // The kKeyBytes key of a user's secret (config auth_secret): HMAC-SHA256
+  // of a fixed label under the secret, as lmcache.record_key does, so that
+  // every engine given the same secret seals with the same key. Empty when
+  // lmcache was built without OpenSSL.
+  static std::string DeriveKey(std::string_view secret);
 
   ~RecordSealer();
   RecordSealer(const RecordSealer&) = delete;

@@ -6,6 +6,7 @@ namespace lmcache {
 
 bool RecordSealer::Available() { return false; }
 uint64_t RecordSealer::KeyId(const std::string&) { return 0; }
+std::string RecordSealer::DeriveKey(std::string_view) { return ""; }
 Status RecordSealer::Create(const std::string&, bool, std::unique_ptr<RecordSealer>*) {
   return Status::InvalidArgument("lmcache was built without OpenSSL (libssl-dev), so it cannot authenticate records");
 }

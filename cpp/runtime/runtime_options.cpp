@@ -23,7 +23,8 @@ const char* TypeName(OptionKind k) {
   switch (k) {
     case OptionKind::kBool: return "bool";
     case OptionKind::kInt: return "int";
-    case OptionKind::kString: return "str";
+    case OptionKind::kString:
+    case OptionKind::kSecret: return "str";
     case OptionKind::kFloat:
     case OptionKind::kGiB: return "float";
   }
@@ -85,7 +86,7 @@ struct Accessors {
   std::string (*get)(const RuntimeOptions&);
 };
 
-#define LMC_OPTION(key, kind, type, field, def, lo, hi, choices, doc)                             \
+#define LMC_OPTION(section, key, kind, type, field, def, lo, hi, choices, doc)                    \
   {[](RuntimeOptions* o, const Value& v) { Assign(&o->field, OptionKind::kind, v); },             \
    [](const RuntimeOptions& o) { return Format(o.field, OptionKind::kind); }},
 const Accessors kAccessors[] = {
@@ -97,8 +98,8 @@ std::vector<OptionInfo> BuildTable() {
   const RuntimeOptions defaults;
   std::vector<OptionInfo> table;
 #define LMC_NO_LIMIT std::nullopt
-#define LMC_OPTION(key, kind, type, field, def, lo, hi, choices, doc)                                      \
-  table.push_back(OptionInfo{#key, OptionKind::kind, TypeName(OptionKind::kind),                          \
+#define LMC_OPTION(section, key, kind, type, field, def, lo, hi, choices, doc)                             \
+  table.push_back(OptionInfo{#section, #key, OptionKind::kind, TypeName(OptionKind::kind),                          \
                              Format(defaults.field, OptionKind::kind), std::optional<double>(lo),          \
                              std::optional<double>(hi), SplitChoices(choices), doc});
 #include "runtime_options.def"
@@ -172,6 +173,9 @@ Status Parse(const OptionInfo& o, std::string_view text, Value* v) {
       }
       break;
     }
+    case OptionKind::kSecret:
+      v->s = text;  // taken as it is, never echoed
+      return Status::Ok();
     case OptionKind::kString:
       v->s = text;  // strings are taken as they are: a path may end in a space
       if (!o.choices.empty() && std::find(o.choices.begin(), o.choices.end(), text) == o.choices.end()) {
@@ -247,6 +251,7 @@ Status GetOption(const RuntimeOptions& options, std::string_view name, std::stri
   }
   const OptionInfo* o = FindOption(name);
   if (o == nullptr) return UnknownKey(name);
+  if (o->secret()) return Bad(name, "a secret is never read back");
   *value = kAccessors[o - OptionTable().data()].get(options);
   return Status::Ok();
 }

@@ -13,7 +13,7 @@
 
 namespace lmcache {
 
-enum class OptionKind { kBool, kInt, kFloat, kString, kGiB };
+enum class OptionKind { kBool, kInt, kFloat, kString, kGiB, kSecret };
 
 inline constexpr double kBytesPerGiB = double(1ull << 30);
 
@@ -30,7 +30,7 @@ T OptionDefault(D value) {
 // One field per row of runtime_options.def (each row says its config key,
 // default, limits and meaning), then the fields that are not config keys.
 struct RuntimeOptions {
-#define LMC_OPTION(key, kind, type, field, def, lo, hi, choices, doc) \
+#define LMC_OPTION(section, key, kind, type, field, def, lo, hi, choices, doc) \
   type field = OptionDefault<type, OptionKind::kind>(def);
 #include "runtime_options.def"
 #undef LMC_OPTION
@@ -48,6 +48,7 @@ struct RuntimeOptions {
 
 // One row of the table, as the outside sees it.
 struct OptionInfo {
+  const char* section;                // "runtime", "remote" or "security" (runtime_options.def)
   const char* name;                   // the config key
   OptionKind kind;
   const char* type;                   // "bool", "int", "float" or "str": how a value is written
@@ -56,6 +57,7 @@ struct OptionInfo {
   std::optional<double> maximum;
   std::vector<std::string> choices;   // empty: any value of the type
   const char* doc;
+  bool secret() const { return kind == OptionKind::kSecret; }
 };
 
 // Every option, in the order of runtime_options.def.
@@ -71,7 +73,7 @@ const OptionInfo* FindOption(std::string_view name);
 // unchanged.
 Status SetOption(RuntimeOptions* options, std::string_view name, std::string_view value);
 // The current value of a table key (or tp_rank, tp_size) as text that
-// SetOption accepts.
+// SetOption accepts; a secret (kSecret) is never read back: kInvalidArgument.
 Status GetOption(const RuntimeOptions& options, std::string_view name, std::string* value);
 
 }  // namespace lmcache

@@ -6,9 +6,10 @@ variables, and a dict of overrides (an engine's extra-config). Every key is a
 field name; unknown keys and bad values raise :class:`ConfigError` naming the
 key and what is allowed.
 
-The native runtime's keys (their defaults, limits, choices and docs) come
-from the runtime's own table, the one the C API reads too; the keys that
-only Python reads are declared below.
+The native keys (the runtime's, the remote tier's and the secret's: their
+defaults, limits, choices and docs) come from the native table, the one the
+C API reads too; the keys that only the Python adapters read are declared
+below.
 """
 
 from __future__ import annotations
@@ -40,43 +41,20 @@ def _field(default: Any, doc: str, *, section: str, minimum: Optional[float] = N
                            "section": section})
 
 
-# The native runtime's keys, with their defaults, limits, choices and docs,
-# come from its own table (cpp/runtime/runtime_options.def) so that Python,
-# the C API and the runtime cannot disagree.
-_RUNTIME_TABLE = _core.option_table()
-RUNTIME_KEYS = tuple(row["name"] for row in _RUNTIME_TABLE)
+# The native keys, with their sections, defaults, limits, choices and docs,
+# come from one table (cpp/runtime/runtime_options.def) so that Python, the
+# C API and the runtime cannot disagree.
+_NATIVE_TABLE = _core.option_table()
+# What Runtime(**options) takes; the table's remote and security keys are
+# read around the runtime (lmcache.remote, lmcache.record_key).
+RUNTIME_KEYS = tuple(row["name"] for row in _NATIVE_TABLE if row["section"] == "runtime")
 
-_MAX_SECONDS = 24 * 3600.0  # a timeout beyond a day is a mistake, not a wish
+_MAX_SECONDS = 24 * 3600.0  # a timeout beyond a day is a mistake, not a wish (as in the native table)
 
-# Keys that only the Python side reads (the remote tier, secrets, the vLLM
-# connector, fault injection): declared here.
+# Keys that only the Python adapters read (the vLLM connector, fault
+# injection): declared here. The remote tier's and the secret's keys are in
+# the native table, since the C API reads them too.
 _PYTHON_FIELDS = [
-    ("remote_url", "str", _field(
-        "", "Shared remote tier (L3): redis://, rediss://, redis+cluster://h1:p1,h2:p2 (password in the URL is "
-        "never logged); empty: none.", section="remote")),
-    ("remote_timeout_s", "float", _field(
-        1.0, "Timeout of every remote operation; a timeout is a miss.", section="remote", minimum=0.001,
-        maximum=_MAX_SECONDS)),
-    ("remote_codec", "str", _field(
-        "none", "Value codec on the remote tier: none, zstd, lz4 (lossless) or fp8 (lossy).", section="remote",
-        choices=("none", "zstd", "lz4", "fp8"))),
-    ("remote_queue_chunks", "int", _field(
-        64, "Chunks queued for the remote tier; more are dropped (and counted).", section="remote", minimum=1,
-        maximum=1 << 20)),
-    ("remote_tls_ca_file", "str", _field(
-        "", "rediss://: CA bundle that the server's certificate must chain to (empty: the system's); the host "
-        "name is always checked.", section="remote")),
-    ("remote_tls_cert_file", "str", _field(
-        "", "rediss://: client certificate (PEM) for servers that require one.", section="remote")),
-    ("remote_tls_key_file", "str", _field(
-        "", "rediss://: private key (PEM) of the client certificate.", section="remote")),
-    ("auth_secret", "str", _field(
-        "", "Secret that authenticates (MAC) every record on disk and on the remote tier; needed with remote_url. "
-        "Never logged or shown. Prefer auth_secret_file or the LMCACHE_AUTH_SECRET environment variable.",
-        section="security", secret=True)),
-    ("auth_secret_file", "str", _field(
-        "", "File holding auth_secret (read once at start; must not be readable by group or others).",
-        section="security")),
     ("lookup_timeout_s", "float", _field(
         5.0, "vLLM: scheduler-to-worker lookup timeout; a timeout is a miss.", section="vllm", minimum=0.001,
         maximum=_MAX_SECONDS)),
@@ -102,10 +80,11 @@ _PYTHON_FIELDS = [
 SECTIONS = ("runtime", "remote", "security", "vllm", "testing")
 
 
-def _runtime_fields() -> list:
-    return [(row["name"], row["type"], _field(row["default"], row["doc"], section="runtime", minimum=row["minimum"],
-                                              maximum=row["maximum"], choices=row["choices"]))
-            for row in _RUNTIME_TABLE]
+def _native_fields() -> list:
+    return [(row["name"], row["type"], _field(row["default"], row["doc"], section=row["section"],
+                                              minimum=row["minimum"], maximum=row["maximum"], choices=row["choices"],
+                                              secret=row["secret"]))
+            for row in _NATIVE_TABLE]
 
 
 class _ConfigMethods:
@@ -182,9 +161,9 @@ class _ConfigMethods:
 
 
 def _make_config_class() -> type:
-    fields = _runtime_fields() + _PYTHON_FIELDS
+    fields = _native_fields() + _PYTHON_FIELDS
     names = [name for name, _, _ in fields]
-    assert len(names) == len(set(names)), "a Python key repeats a runtime key"
+    assert len(names) == len(set(names)), "a Python key repeats a native key"
     assert all(f.metadata["section"] in SECTIONS for _, _, f in fields)
     # repr=False: _ConfigMethods.__repr__ hides secrets; frozen: a config never changes once made.
     cls = dataclasses.make_dataclass("Config", fields, bases=(_ConfigMethods,), frozen=True, repr=False)

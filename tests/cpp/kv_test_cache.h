@@ -106,4 +106,15 @@ inline std::vector<int64_t> SlotsFromBlocks(const std::vector<uint32_t>& block_t
   return slots;
 }
 
+// Slots [0, n) hold the same vectors in both caches.
+inline bool SameSlots(TestCache& a, TestCache& b, size_t n) {
+  const CacheDims& d = a.dims();
+  for (uint32_t l = 0; l < d.layers; ++l)
+    for (uint32_t p = 0; p < d.planes; ++p)
+      for (size_t s = 0; s < n; ++s)
+        for (uint32_t h = 0; h < d.heads; ++h)
+          if (std::memcmp(a.Vec(l, p, s, h), b.Vec(l, p, s, h), a.vec_bytes())) return false;
+  return true;
+}
+
 }  // namespace lmcache::testing

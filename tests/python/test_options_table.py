@@ -9,16 +9,20 @@ from lmcache import CacheEngine, Config, InvalidArgumentError, _core
 from lmcache.config import RUNTIME_KEYS, SECTIONS
 
 
-def test_config_takes_the_runtime_keys_from_the_table():
+def test_config_takes_the_native_keys_from_the_table():
     fields = {f.name: f for f in dataclasses.fields(Config)}
     table = _core.option_table()
-    assert [row["name"] for row in table] == list(RUNTIME_KEYS)
+    assert [row["name"] for row in table if row["section"] == "runtime"] == list(RUNTIME_KEYS)
+    assert {row["section"] for row in table} == {"runtime", "remote", "security"}
     for row in table:
         f = fields[row["name"]]
         assert f.type == row["type"] and f.default == row["default"] and type(f.default) is type(row["default"])
-        assert f.metadata["doc"] == row["doc"] and f.metadata["section"] == "runtime"
+        assert f.metadata["doc"] == row["doc"] and f.metadata["section"] == row["section"]
         assert f.metadata["minimum"] == row["minimum"] and f.metadata["maximum"] == row["maximum"]
-        assert f.metadata["choices"] == row["choices"]
+        assert f.metadata["choices"] == row["choices"] and f.metadata["secret"] == row["secret"]
+    # The C API reads the remote tier's keys and the secret from the same rows.
+    assert fields["remote_codec"].metadata["choices"] == ("none", "zstd", "lz4", "fp8")
+    assert [row["name"] for row in table if row["secret"]] == ["auth_secret"]
     assert Config().l1_capacity_gb == 2.0 and Config().disk_capacity_gb == 16.0
     assert fields["key_scheme"].metadata["choices"] == ("lmcache", "sglang")
 
@@ -61,6 +65,11 @@ def test_runtime_refuses_unknown_keys_and_bad_values():
             _core.Runtime(**kwargs)
     with pytest.raises(TypeError):
         _core.Runtime(256)  # keywords only
+    # The remote tier's and the secret's keys are read around the runtime, not by it.
+    with pytest.raises(InvalidArgumentError, match="'remote_url'"):
+        _core.Runtime(remote_url="redis://127.0.0.1:1")
+    with pytest.raises(InvalidArgumentError, match="'auth_secret'"):
+        _core.Runtime(auth_secret="x" * 20)
 
 
 def test_stats_follow_the_table(tmp_path):

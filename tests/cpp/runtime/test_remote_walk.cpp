@@ -102,17 +102,6 @@ void MakeNode(Node* n, SharedStore* store, const KVLayout& layout, size_t slabs,
   CHECK_OK(n->rt->SetRemoteTier(std::make_shared<InProcessRemote>(store, &n->raw), queue));
 }
 
-// Slots [0, n) hold the same vectors in both caches.
-bool SameSlots(TestCache& a, TestCache& b, size_t n) {
-  const CacheDims& d = a.dims();
-  for (uint32_t l = 0; l < d.layers; ++l)
-    for (uint32_t p = 0; p < d.planes; ++p)
-      for (size_t s = 0; s < n; ++s)
-        for (uint32_t h = 0; h < d.heads; ++h)
-          if (std::memcmp(a.Vec(l, p, s, h), b.Vec(l, p, s, h), a.vec_bytes())) return false;
-  return true;
-}
-
 std::vector<uint32_t> Tokens(size_t n) {
   std::vector<uint32_t> t(n);
   std::iota(t.begin(), t.end(), 100);

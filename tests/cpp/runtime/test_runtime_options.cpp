@@ -43,6 +43,10 @@ void TestDefaults() {
     RuntimeOptions again;
     CHECK_OK(SetOption(&again, info.name, info.default_text));
     std::string text;
+    if (info.secret()) {  // set, never read back
+      CHECK(!GetOption(again, info.name, &text).ok());
+      continue;
+    }
     CHECK_OK(GetOption(again, info.name, &text));
     CHECK(text == info.default_text);
   }
