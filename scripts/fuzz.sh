@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Bounded fuzzing of every parser that reads bytes from outside the process:
-# the native record parser (disk and wire imports, libFuzzer), the remote
-# tier's wire decoder, the vLLM lookup socket's frames and the config loader
-# (atheris). Each runs FUZZ_SECONDS (default 60) from the seeds in
+# the native record parser (disk and wire imports) and the native remote
+# client's RESP and wire decoders (libFuzzer), the Python remote tier's wire
+# decoder, the vLLM lookup socket's frames and the config loader (atheris). Each runs FUZZ_SECONDS (default 60) from the seeds in
 # tests/fuzz/corpus/<target>; new inputs go to a scratch copy, never into the
 # repository. A crash leaves its input in build/fuzz/crashes and fails the run.
 set -euo pipefail
@@ -12,10 +12,10 @@ root=$PWD
 out=$root/build/fuzz
 mkdir -p "$out/crashes"
 
-echo "== libFuzzer: native record parser (${seconds}s)"
+echo "== libFuzzer: native record parser, native remote client (${seconds}s each)"
 CC=clang CXX=clang++ cmake -S . -B "$out/native" -G Ninja -DLMCACHE_FUZZ=ON -DLMCACHE_BUILD_PYTHON=OFF \
   -DLMCACHE_BUILD_TESTS=OFF -DLMCACHE_CUDA=OFF -DLMCACHE_URING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$out/native" -j "$(nproc)" --target fuzz_record
+cmake --build "$out/native" -j "$(nproc)" --target fuzz_record fuzz_remote
 run_fuzzer() {  # name, command...
   local name=$1; shift
   local scratch="$out/corpus-$name"
@@ -33,6 +33,7 @@ run_fuzzer() {  # name, command...
 }
 status=0
 run_fuzzer record "$out/native/tests/fuzz/fuzz_record" || status=1
+run_fuzzer remote "$out/native/tests/fuzz/fuzz_remote" || status=1
 # The Python targets import the installed lmcache (run from tests/, not the source tree).
 for name in wire lookup_frames config; do
   echo "== atheris: $name (${seconds}s)"

@@ -59,6 +59,11 @@ class RespConnection {
   // says, all within `timeout_s`.
   static Status Open(const RedisEndpoint& endpoint, std::shared_ptr<TlsContext> tls, double timeout_s,
                      size_t max_bulk_bytes, std::unique_ptr<RespConnection>* out);
+  // Test hook (the fuzz target): a connection over an fd already connected
+  // (a socketpair), plain TCP framing, taken over and closed by it.
+  static std::unique_ptr<RespConnection> AdoptForTesting(int fd, double timeout_s, size_t max_bulk_bytes) {
+    return std::unique_ptr<RespConnection>(new RespConnection(fd, timeout_s, max_bulk_bytes));
+  }
   ~RespConnection();
   RespConnection(const RespConnection&) = delete;
   RespConnection& operator=(const RespConnection&) = delete;

@@ -1,7 +1,7 @@
 // The shared remote tier (Redis, Valkey, ...) as the runtime sees it. A
-// client plugs in here: lmcache's own (lmcache.remote, in Python: the
-// Redis protocol, the wire format with its seal and codecs), or an
-// engine's. The runtime owns the walk over every tier:
+// client plugs in here: lmcache's Python one (lmcache.remote, for Python
+// engines), its native one (cpp/remote, for the C API; the same values on
+// the store), or an engine's. The runtime owns the walk over every tier:
 //   lookup  continues into the remote tier where host memory and disk end;
 //   load    fetches the part of the wanted prefix only it has into host
 //           memory first (no more than host memory can hold next to the

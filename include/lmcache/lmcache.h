@@ -21,7 +21,7 @@
  *   (lmc_load_begin / lmc_load_layers / lmc_load_finish: a load layer by layer;
  *    lmc_store_begin / lmc_store_finish: a store the caller does not wait for.)
  *   uint64_t hits; lmc_get_stat(e, "lookup_hit_tokens", &hits);
- *   lmc_engine_destroy(e);                   // queued disk writes finish first
+ *   lmc_engine_destroy(e);                   // queued disk and remote writes finish first
  */
 #ifndef LMCACHE_LMCACHE_H_
 #define LMCACHE_LMCACHE_H_
@@ -100,9 +100,12 @@ typedef struct {
  * chunk_size, l1_capacity_gb, num_copy_threads, eviction_policy, model_id,
  * tenant_salt, verify_l1_checksums, key_scheme, local_disk_path,
  * disk_capacity_gb, disk_io_backend, disk_queue_depth, write_behind_chunks,
- * disk_lock_timeout_s, encrypt_records; the `lmcache config` command or
- * lmcache.Config.describe() lists them with their defaults and limits. Also
- * tp_rank and tp_size (this engine's place in a tensor-parallel group).
+ * disk_lock_timeout_s, encrypt_records, remote_url, remote_timeout_s,
+ * remote_codec, remote_queue_chunks, remote_tls_ca_file,
+ * remote_tls_cert_file, remote_tls_key_file, auth_secret, auth_secret_file;
+ * the `lmcache config` command or lmcache.Config.describe() lists them with
+ * their defaults and limits. Also tp_rank and tp_size (this engine's place
+ * in a tensor-parallel group).
  *
  * Values are text: "true"/"false" (or 1/0, yes/no, on/off), decimal
  * numbers, sizes in GiB ("0.5"). An unknown key or a bad value is
@@ -114,6 +117,15 @@ typedef struct {
  * to this user (lmcache keeps its records, and the key that seals them, in
  * a subdirectory), and a build of lmcache with OpenSSL. One engine at a
  * time per directory.
+ *
+ * The remote tier needs remote_url (redis://[[user]:password@]host:port[/db],
+ * or rediss:// for TLS, the server's certificate and name always verified)
+ * and a secret shared by every engine on the store: auth_secret_file (a file
+ * of this user's, mode 600) or auth_secret, at least 16 bytes. Values are
+ * sealed with a key derived from it and are the same as those of Python
+ * engines; codecs none, zstd, lz4 (fp8 is for Python engines). A store that
+ * is down or slow costs at most remote_timeout_s per call and is a miss;
+ * the remote_* stats count what happened. Redis Cluster is not spoken here.
  */
 LMC_API lmc_status lmc_config_create(lmc_config** out);
 LMC_API lmc_status lmc_config_set(lmc_config* config, const char* key, const char* value);
@@ -123,10 +135,10 @@ LMC_API void lmc_config_destroy(lmc_config* config);
 /* config may be NULL (every default). The engine keeps its own copy: the
  * config can be changed or destroyed afterwards. */
 LMC_API lmc_status lmc_engine_create(const lmc_config* config, lmc_engine** out);
-/* Waits for calls in flight and for queued disk writes, then frees
+/* Waits for calls in flight and for queued disk and remote writes, then frees
  * everything. NULL is accepted. */
 LMC_API void lmc_engine_destroy(lmc_engine* engine);
-/* Blocks until the chunks queued for the disk tier are written. */
+/* Blocks until the chunks queued for the disk and remote tiers are written. */
 LMC_API lmc_status lmc_engine_flush(lmc_engine* engine);
 
 /* Fixes the KV shape (layers, planes, heads, head_dim, dtype); required before

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -44,6 +45,9 @@ class RedisServer {
     pid_ = fork();
     if (pid_ == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      const int devnull = open("/dev/null", O_WRONLY);  // its start-up banner is not the test's output
+      dup2(devnull, 1);
+      dup2(devnull, 2);
       execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning", static_cast<char*>(nullptr));
       _exit(127);
