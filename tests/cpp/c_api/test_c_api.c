@@ -269,6 +269,7 @@ static int test_remote_tier(const lmc_kv_layout* layout, const lmc_kv_layout* ds
   EXPECT(cfg != NULL);
   lmc_engine* b = NULL;
   EXPECT(lmc_engine_create(cfg, &b) == LMC_OK);
+  lmc_config_destroy(cfg);
   EXPECT(lmc_engine_register_kv(b, dst_layout) == LMC_OK);
   EXPECT(lmc_lookup(b, tokens, TOKENS, &n) == LMC_OK && n == TOKENS);
   EXPECT(stat_of(b, "remote_lookup_hit_chunks") == 2);

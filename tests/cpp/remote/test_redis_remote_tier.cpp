@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "cache_runtime.h"
@@ -244,6 +245,51 @@ void TestSilentServerCostsOneTimeout() {
   close(fd);
 }
 
+// Engine threads store, look up and load at once while the writer thread
+// puts: the connection pool and the known-keys set are shared by all.
+void TestConcurrentCallers() {
+  RedisServer server;
+  TestCache src("PBTHD", Dims());
+  src.FillRandom(13);
+  const NodeOptions n{server.url()};
+  auto a = MakeNode(n, src.Layout());
+  std::vector<std::thread> threads;
+  for (uint32_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint32_t round = 0; round < 8; ++round) {
+        const auto tokens = Tokens(64, 100000 * (t + 1) + 1000 * round);
+        size_t stored = 0, hit = 0;
+        CHECK_OK(StoreTokens(*a, tokens.data(), 64, src.Layout(), kSlots.data(), 64, &stored));
+        CHECK_OK(LookupTokens(*a, tokens.data(), 64, &hit));
+        CHECK(hit == 64);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  a->FlushWrites();
+  const RuntimeStats s = a->Stats();
+  CHECK(s.remote_errors == 0 && s.remote_puts + s.remote_put_dropped + s.remote_put_skipped == 4 * 8 * 4);
+  // A second node reads every request back, from several threads at once.
+  TestCache dst("PBTHD", Dims());
+  auto b = MakeNode(n, dst.Layout());
+  threads.clear();
+  for (uint32_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint32_t round = 0; round < 8; ++round) {
+        const auto tokens = Tokens(64, 100000 * (t + 1) + 1000 * round);
+        size_t hit = 0;
+        CHECK_OK(LookupTokens(*b, tokens.data(), 64, &hit));
+        CHECK(hit <= 64);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  // Every chunk of a prefix the writer put is found (a dropped put ends its request's prefix there).
+  const RuntimeStats sb = b->Stats();
+  CHECK(sb.remote_errors == 0 && sb.remote_lookup_hit_chunks > 0 && sb.remote_lookup_hit_chunks <= s.remote_puts);
+  if (s.remote_put_dropped == 0) CHECK(sb.remote_lookup_hit_chunks == s.remote_puts);
+}
+
 void TestBadOptions() {
   RuntimeOptions o;
   std::unique_ptr<CacheRuntime> rt;
@@ -276,5 +322,6 @@ int main() {
   TestOtherSecretIsAMissAndStays();
   TestOversizedReplyIsBounded();
   TestServerGoneAndBack();
+  TestConcurrentCallers();
   return 0;
 }
