@@ -2,14 +2,15 @@
 
 Sources, later ones winning: the defaults, a YAML file (``path`` or the
 ``LMCACHE_CONFIG_FILE`` environment variable), ``LMCACHE_<KEY>`` environment
-variables, and a dict of overrides (an engine's extra-config). Every key is a
-field name; unknown keys and bad values raise :class:`ConfigError` naming the
-key and what is allowed.
+variables, and a dict of overrides (an engine's extra-config). Every key has
+one flat name, used by every source; unknown keys and bad values raise
+:class:`ConfigError` naming the key and what is allowed.
 
 The native keys (the runtime's, the remote tier's and the secret's: their
 defaults, limits, choices and docs) come from the native table, the one the
-C API reads too; the keys that only the Python adapters read are declared
-below.
+C API reads too, and are attributes of Config itself. The keys that only an
+adapter or the tests read are declared below in typed sections of their own
+(``config.vllm``, ``config.testing``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import dataclasses
 import logging
 import math
 import os
-from dataclasses import field
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Optional
 
 from lmcache import _core
 from lmcache.errors import ConfigError
@@ -44,55 +45,135 @@ def _field(default: Any, doc: str, *, section: str, minimum: Optional[float] = N
 # The native keys, with their sections, defaults, limits, choices and docs,
 # come from one table (cpp/runtime/runtime_options.def) so that Python, the
 # C API and the runtime cannot disagree.
-_NATIVE_TABLE = _core.option_table()
+_NATIVE_TABLE = {row["name"]: row for row in _core.option_table()}
 # What Runtime(**options) takes; the table's remote and security keys are
 # read around the runtime (lmcache.remote, lmcache.record_key).
-RUNTIME_KEYS = tuple(row["name"] for row in _NATIVE_TABLE if row["section"] == "runtime")
+RUNTIME_KEYS = tuple(name for name, row in _NATIVE_TABLE.items() if row["section"] == "runtime")
 
 _MAX_SECONDS = 24 * 3600.0  # a timeout beyond a day is a mistake, not a wish (as in the native table)
 
-# Keys that only the Python adapters read (the vLLM connector, fault
-# injection): declared here. The remote tier's and the secret's keys are in
-# the native table, since the C API reads them too.
-_PYTHON_FIELDS = [
-    ("lookup_timeout_s", "float", _field(
-        5.0, "vLLM: scheduler-to-worker lookup timeout; a timeout is a miss.", section="vllm", minimum=0.001,
-        maximum=_MAX_SECONDS)),
-    ("load_failure_policy", "str", _field(
-        "recompute", "vLLM: what a load that fails after a hit becomes.", section="vllm",
-        choices=("recompute", "fail"))),
-    ("layerwise_load", "str", _field(
-        "auto", "vLLM: load layer by layer, each layer waited for just before its attention (on a GPU the copy of "
-        "layer i+1 overlaps the compute of layer i): auto (on for GPU caches when lmcache has CUDA), on, off "
-        "(one load before the forward pass).", section="vllm", choices=("auto", "on", "off"))),
-    ("async_store", "str", _field(
-        "auto", "vLLM: begin stores after the forward pass and publish them from a thread of lmcache's, so the "
-        "engine's thread never waits for a store copy: auto (on for GPU caches when lmcache has CUDA), on, off.",
-        section="vllm", choices=("auto", "on", "off"))),
-    ("fault_load_rate", "float", _field(
-        0.0, "Testing: share of loads made to fail (chunk corrupted or dropped).", section="testing", minimum=0.0,
-        maximum=1.0)),
-    ("fault_seed", "int", _field(0, "Testing: seed of the fault injector.", section="testing")),
-    ("fault_load_max", "int", _field(0, "Testing: faults injected at most (0: no limit).", section="testing",
-                                     minimum=0)),
-]
-
-SECTIONS = ("runtime", "remote", "security", "vllm", "testing")
+_NATIVE: Any = object()  # marks a Config field whose default, limits and doc come from the native table
 
 
-def _native_fields() -> list:
-    return [(row["name"], row["type"], _field(row["default"], row["doc"], section=row["section"],
-                                              minimum=row["minimum"], maximum=row["maximum"], choices=row["choices"],
-                                              secret=row["secret"]))
-            for row in _NATIVE_TABLE]
+def _from_native_table(cls: type) -> type:
+    """Fills in every `name: type = _NATIVE` field of `cls` from the native
+    table's row of that name, and checks that the class declares each row
+    once with the row's type: the names are written here so that type
+    checkers and editors see them, the rest only in the table."""
+    declared = {name for name, value in vars(cls).items() if value is _NATIVE}
+    if declared != set(_NATIVE_TABLE):
+        raise AssertionError(f"Config and the native option table differ: "
+                             f"{sorted(declared ^ set(_NATIVE_TABLE))}")
+    for name in declared:
+        row = _NATIVE_TABLE[name]
+        if cls.__annotations__[name] != row["type"]:
+            raise AssertionError(f"Config.{name} is declared {cls.__annotations__[name]}, the table says {row['type']}")
+        setattr(cls, name, _field(row["default"], row["doc"], section=row["section"], minimum=row["minimum"],
+                                  maximum=row["maximum"], choices=row["choices"], secret=row["secret"]))
+    return cls
 
 
-class _ConfigMethods:
-    """Config's behaviour; its fields are made from the two lists above."""
+class _Section:
+    """Keys that only one adapter or the tests read, grouped as a typed,
+    frozen value of their own (config.vllm.layerwise_load). Their names are
+    unique across sections, so sources still give them flat
+    (layerwise_load: on, LMCACHE_LAYERWISE_LOAD=on)."""
+
+    NAME: ClassVar[str]
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _coerce(f, getattr(self, f.name)))
+
+
+@dataclass(frozen=True)
+class VllmOptions(_Section):
+    """What only the vLLM connector reads."""
+
+    NAME: ClassVar[str] = "vllm"
+    lookup_timeout_s: float = _field(
+        5.0, "vLLM: scheduler-to-worker lookup timeout; a timeout is a miss.", section="vllm", minimum=0.001,
+        maximum=_MAX_SECONDS)
+    load_failure_policy: str = _field(
+        "recompute", "vLLM: what a load that fails after a hit becomes.", section="vllm",
+        choices=("recompute", "fail"))
+    layerwise_load: str = _field(
+        "auto", "vLLM: load layer by layer, each layer waited for just before its attention (on a GPU the copy of "
+        "layer i+1 overlaps the compute of layer i): auto (on for GPU caches when lmcache has CUDA), on, off "
+        "(one load before the forward pass).", section="vllm", choices=("auto", "on", "off"))
+    async_store: str = _field(
+        "auto", "vLLM: begin stores after the forward pass and publish them from a thread of lmcache's, so the "
+        "engine's thread never waits for a store copy: auto (on for GPU caches when lmcache has CUDA), on, off.",
+        section="vllm", choices=("auto", "on", "off"))
+
+
+@dataclass(frozen=True)
+class TestingOptions(_Section):
+    """Fault injection, for tests that prove failures become misses."""
+
+    __test__: ClassVar[bool] = False  # not a pytest class, whatever its name
+    NAME: ClassVar[str] = "testing"
+    fault_load_rate: float = _field(
+        0.0, "Testing: share of loads made to fail (chunk corrupted or dropped).", section="testing", minimum=0.0,
+        maximum=1.0)
+    fault_seed: int = _field(0, "Testing: seed of the fault injector.", section="testing")
+    fault_load_max: int = _field(0, "Testing: faults injected at most (0: no limit).", section="testing", minimum=0)
+
+
+_SECTION_TYPES: tuple = (VllmOptions, TestingOptions)
+SECTIONS = ("runtime", "remote", "security") + tuple(s.NAME for s in _SECTION_TYPES)
+
+
+@dataclass(frozen=True, init=False, repr=False)
+@_from_native_table
+class Config:
+    """lmcache's configuration: one frozen, typed value per key.
+
+    Config(**keys), Config.load(...) and replace(...) take flat keys (every
+    key's name is unique); adapter and test keys are read through their
+    section (config.vllm, config.testing). Config.describe() lists them all.
+    """
+
+    # runtime: read by the native runtime (Runtime(**config.runtime_options()))
+    chunk_size: int = _NATIVE
+    l1_capacity_gb: float = _NATIVE
+    num_copy_threads: int = _NATIVE
+    eviction_policy: str = _NATIVE
+    model_id: str = _NATIVE
+    tenant_salt: str = _NATIVE
+    verify_l1_checksums: bool = _NATIVE
+    key_scheme: str = _NATIVE
+    local_disk_path: str = _NATIVE
+    disk_capacity_gb: float = _NATIVE
+    disk_io_backend: str = _NATIVE
+    disk_queue_depth: int = _NATIVE
+    write_behind_chunks: int = _NATIVE
+    disk_lock_timeout_s: float = _NATIVE
+    encrypt_records: bool = _NATIVE
+    # remote: the shared tier (lmcache.remote, or the C API's native client)
+    remote_url: str = _NATIVE
+    remote_timeout_s: float = _NATIVE
+    remote_codec: str = _NATIVE
+    remote_queue_chunks: int = _NATIVE
+    remote_tls_ca_file: str = _NATIVE
+    remote_tls_cert_file: str = _NATIVE
+    remote_tls_key_file: str = _NATIVE
+    # security: the secret behind the record key
+    auth_secret: str = _NATIVE
+    auth_secret_file: str = _NATIVE
+    # sections of their own
+    vllm: VllmOptions = field(default_factory=VllmOptions)
+    testing: TestingOptions = field(default_factory=TestingOptions)
+
+    def __init__(self, **values: Any) -> None:
+        values = _check_keys(values, "Config()")
+        for f in dataclasses.fields(self):
+            if f.name in _SECTION_FIELDS:
+                section = f.default_factory
+                mine = {k: values[k] for k in _keys_of(section) if k in values}
+                object.__setattr__(self, f.name, section(**mine))
+            else:
+                object.__setattr__(self, f.name, _coerce(f, values.get(f.name, f.default)))
 
     # ------------------------------------------------------------------ sources
     @classmethod
@@ -117,18 +198,28 @@ class _ConfigMethods:
     def __repr__(self) -> str:
         # Secrets are left out; a password inside a URL is masked.
         shown = []
-        for f in dataclasses.fields(self):
-            if f.metadata["secret"]:
+        for name, value in self.items():
+            if _SPECS[name].metadata["secret"]:
                 continue
-            value = getattr(self, f.name)
-            if f.name == "remote_url" and value:
+            if name == "remote_url" and value:
                 value = redact_url(value)
-            shown.append(f"{f.name}={value!r}")
+            shown.append(f"{name}={value!r}")
         return f"Config({', '.join(shown)})"
 
+    def items(self) -> list[tuple[str, Any]]:
+        """Every key and its value, flat, in describe() order (secrets included: not for logs)."""
+        return [(name, self[name]) for name in _SPECS]
+
+    def __getitem__(self, key: str) -> Any:
+        """A key's value by its flat name (config["layerwise_load"])."""
+        if key not in _SPECS:
+            raise KeyError(key)
+        section = _SECTION_OF_KEY.get(key)
+        return getattr(getattr(self, section) if section else self, key)
+
     def replace(self, **changes: Any) -> "Config":
-        _check_keys(changes, "replace()")
-        return dataclasses.replace(self, **changes)
+        """A copy with some keys changed (flat names, checked like every source)."""
+        return Config(**{**dict(self.items()), **_check_keys(changes, "replace()")})
 
     def runtime_options(self) -> dict[str, Any]:
         """The native runtime's keys and their values, for lmcache._core.Runtime(**options)."""
@@ -136,7 +227,8 @@ class _ConfigMethods:
 
     @classmethod
     def keys(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+        """Every key's flat name."""
+        return list(_SPECS)
 
     @classmethod
     def describe(cls) -> str:
@@ -144,7 +236,7 @@ class _ConfigMethods:
         lines = []
         for section in SECTIONS:
             lines.append(f"{section}:")
-            for f in dataclasses.fields(cls):
+            for f in _SPECS.values():
                 if f.metadata["section"] != section:
                     continue
                 m = f.metadata
@@ -160,27 +252,45 @@ class _ConfigMethods:
         return "\n".join(lines)
 
 
-def _make_config_class() -> type:
-    fields = _native_fields() + _PYTHON_FIELDS
-    names = [name for name, _, _ in fields]
-    assert len(names) == len(set(names)), "a Python key repeats a native key"
-    assert all(f.metadata["section"] in SECTIONS for _, _, f in fields)
-    # repr=False: _ConfigMethods.__repr__ hides secrets; frozen: a config never changes once made.
-    cls = dataclasses.make_dataclass("Config", fields, bases=(_ConfigMethods,), frozen=True, repr=False)
-    cls.__module__ = __name__
-    cls.__doc__ = "lmcache's configuration: one frozen, typed value per key (Config.describe() lists them)."
-    return cls
+def _keys_of(section: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(section)]
 
 
-Config = _make_config_class()
+# Every key by flat name -> its dataclasses.Field (type, default, metadata);
+# which section object holds a section's key.
+_SECTION_FIELDS = {s.NAME: s for s in _SECTION_TYPES}
+_SPECS: dict[str, dataclasses.Field] = {}
+_SECTION_OF_KEY: dict[str, str] = {}
+for _f in dataclasses.fields(Config):
+    if _f.name in _SECTION_FIELDS:
+        for _g in dataclasses.fields(_SECTION_FIELDS[_f.name]):
+            assert _g.name not in _SPECS, f"config key {_g.name!r} is declared twice"
+            _SPECS[_g.name], _SECTION_OF_KEY[_g.name] = _g, _f.name
+    else:
+        assert _f.name not in _SPECS
+        _SPECS[_f.name] = _f
+assert all(f.metadata["section"] in SECTIONS for f in _SPECS.values())
 
 
 def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` with flat keys only, each a known key. A section may also be
+    given whole as a mapping of its own keys (vllm: {layerwise_load: on})."""
     allowed = set(Config.keys())
-    for key in values:
-        if key not in allowed:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        section = _SECTION_FIELDS.get(key)
+        if section is not None and isinstance(value, Mapping):
+            mine = set(_keys_of(section))
+            for inner in value:
+                if inner not in mine:
+                    raise ConfigError(f"unknown config key {inner!r} in section {key!r} of {source}; allowed keys: "
+                                      f"{', '.join(sorted(mine))}")
+            flat.update(value)
+        elif key not in allowed:
             raise ConfigError(f"unknown config key {key!r} in {source}; allowed keys: {', '.join(sorted(allowed))}")
-    return values
+        else:
+            flat[key] = value
+    return flat
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
@@ -253,6 +363,9 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
             if not math.isfinite(out):
                 raise ValueError
         else:
+            choices = f.metadata["choices"] or ()
+            if isinstance(value, bool) and "on" in choices and "off" in choices:
+                value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a bool
             if not isinstance(value, str):
                 raise ValueError
             out = value

@@ -150,3 +150,49 @@ def test_yaml_constructor_errors_are_config_errors(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError, match="not valid YAML"):
         Config.load(str(path), env={})
+
+
+def test_adapter_and_test_keys_live_in_typed_sections(tmp_path):
+    from lmcache.config import TestingOptions, VllmOptions
+
+    c = Config(layerwise_load="on", fault_seed=3, chunk_size=64)
+    assert isinstance(c.vllm, VllmOptions) and isinstance(c.testing, TestingOptions)
+    assert c.vllm.layerwise_load == "on" and c.testing.fault_seed == 3 and c.chunk_size == 64
+    assert not hasattr(c, "layerwise_load")  # one place to read it: its section
+    assert c["layerwise_load"] == "on" and dict(c.items())["fault_seed"] == 3
+    assert c.replace(async_store="off").vllm.async_store == "off" and c.replace(async_store="off").chunk_size == 64
+    with pytest.raises(Exception):
+        c.vllm.layerwise_load = "off"  # frozen all the way down
+    # Sources give section keys flat, or a section whole.
+    path = tmp_path / "c.yaml"
+    path.write_text("vllm:\n  lookup_timeout_s: 2.5\ntesting:\n  fault_load_rate: 0.5\n")
+    c = Config.load(str(path), env={"LMCACHE_ASYNC_STORE": "on"})
+    assert (c.vllm.lookup_timeout_s, c.vllm.async_store, c.testing.fault_load_rate) == (2.5, "on", 0.5)
+    with pytest.raises(ConfigError, match="'lookup_timeout'.*section 'vllm'.*lookup_timeout_s"):
+        Config.load(env={}, overrides={"vllm": {"lookup_timeout": 1}})
+    with pytest.raises(ConfigError, match="'lookup_timeout_s'.*below the minimum"):
+        Config(lookup_timeout_s=0)
+
+
+def test_yaml_on_and_off_reach_string_keys_that_take_them(tmp_path):
+    # YAML 1.1 reads a bare on/off as a bool; for a key whose choices are
+    # on/off that is what the writer meant.
+    path = tmp_path / "c.yaml"
+    path.write_text("layerwise_load: on\nvllm:\n  async_store: off\n")
+    c = Config.load(str(path), env={})
+    assert (c.vllm.layerwise_load, c.vllm.async_store) == ("on", "off")
+    with pytest.raises(ConfigError, match="'eviction_policy': True is not a string"):
+        Config(eviction_policy=True)
+
+
+def test_every_key_is_visible_to_type_checkers():
+    import typing
+
+    from lmcache.config import TestingOptions, VllmOptions
+
+    hints = typing.get_type_hints(Config)
+    assert hints["chunk_size"] is int and hints["l1_capacity_gb"] is float and hints["encrypt_records"] is bool
+    assert hints["vllm"] is VllmOptions and hints["testing"] is TestingOptions
+    assert typing.get_type_hints(VllmOptions)["lookup_timeout_s"] is float
+    section_keys = set(typing.get_type_hints(VllmOptions)) | set(typing.get_type_hints(TestingOptions))
+    assert set(Config.keys()) == (set(hints) - {"vllm", "testing"}) | section_keys - {"NAME", "__test__"}

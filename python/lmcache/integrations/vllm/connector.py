@@ -27,7 +27,7 @@ class LMCacheConnector(KVConnectorBase_V1):
             # lmcache is a cache: a load that fails after it was promised must
             # become a recompute, not a failed request. vLLM reads this policy
             # right after it builds the scheduler-side connector.
-            vllm_config.kv_transfer_config.kv_load_failure_policy = self._config.load_failure_policy
+            vllm_config.kv_transfer_config.kv_load_failure_policy = self._config.vllm.load_failure_policy
             self._scheduler = SchedulerSide(vllm_config, self._config)
         else:
             from lmcache.integrations.vllm.worker_side import WorkerSide
@@ -71,7 +71,7 @@ class LMCacheConnector(KVConnectorBase_V1):
     @classmethod
     def requires_piecewise_for_cudagraph(cls, extra_config: dict[str, Any]) -> bool:
         # Layer-wise loads run between layers, which a full CUDA graph would skip.
-        return Config.load(overrides=extra_config or {}).layerwise_load != "off"
+        return Config.load(overrides=extra_config or {}).vllm.layerwise_load != "off"
 
     def save_kv_layer(self, layer_name: str, kv_layer: Any, attn_metadata: Any, **kwargs: Any) -> None:
         return  # a chunk holds every layer: stored once the forward pass is done (wait_for_save)

@@ -21,8 +21,8 @@ def _enabled(mode: str, on_gpu: bool) -> bool:
 
 
 def layerwise_loads(config: Config, on_gpu: bool) -> bool:
-    return _enabled(config.layerwise_load, on_gpu)
+    return _enabled(config.vllm.layerwise_load, on_gpu)
 
 
 def async_stores(config: Config, on_gpu: bool) -> bool:
-    return _enabled(config.async_store, on_gpu)
+    return _enabled(config.vllm.async_store, on_gpu)

@@ -30,7 +30,7 @@ class SchedulerSide:
         self.chunk_size = config.chunk_size
         _, tp_size = compat.tp_rank_and_size(vllm_config)
         engine_id = vllm_config.kv_transfer_config.engine_id
-        self._client = LookupClient(engine_id, range(tp_size), timeout_s=config.lookup_timeout_s)
+        self._client = LookupClient(engine_id, range(tp_size), timeout_s=config.vllm.lookup_timeout_s)
         self._requests: dict[str, _Tracked] = {}
         self._lookups: dict[str, tuple[int, int]] = {}  # req_id -> (num_computed, tokens to load)
         # Asynchronous stores: a finished request that had stores keeps its

@@ -59,11 +59,11 @@ class WorkerSide:
         # Each request is hashed once, at its first lookup, load or store, and
         # its keys serve the rest until vLLM reports it finished.
         self._keys = RequestKeys(self.engine)
-        if config.fault_load_rate > 0:
+        if config.testing.fault_load_rate > 0:
             from lmcache.faults import LoadFaultInjector
 
-            self._faults = LoadFaultInjector(self.engine, config.fault_load_rate, config.fault_seed,
-                                            config.fault_load_max)
+            self._faults = LoadFaultInjector(self.engine, config.testing.fault_load_rate, config.testing.fault_seed,
+                                            config.testing.fault_load_max)
         # vLLM does not always shut connectors down when its worker exits;
         # closing at exit still publishes begun stores and writes queued chunks to disk.
         atexit.register(_close_at_exit, weakref.ref(self))
