@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from lmcache.integrations.vllm.compat import KVConnectorMetadata
 
 
@@ -12,15 +14,19 @@ class RequestWork:
     """Work for one request in one step.
 
     Tokens [0, load_until) must be valid after start_load_kv; [0, load_from)
-    already are (vLLM's own prefix cache). Whole chunks of [0, store_until)
-    are stored after the forward pass.
+    already are (vLLM's own prefix cache). The whole chunks of
+    [store_from, store_until) are stored after the forward pass; the ones
+    before store_from were stored in an earlier step, or were already cached
+    when the request was first scheduled (vLLM's hit, or lmcache's load).
+    token_ids: the prompt, as a uint32 array (pickled as one buffer).
     """
 
     req_id: str
-    token_ids: list[int]
+    token_ids: np.ndarray
     block_ids: list[int]
     load_from: int = 0
     load_until: int = 0
+    store_from: int = 0
     store_until: int = 0
 
 

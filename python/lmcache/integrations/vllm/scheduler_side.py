@@ -8,6 +8,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
+
 from lmcache.config import Config
 from lmcache.integrations.vllm import compat, modes
 from lmcache.integrations.vllm.lookup_rpc import LookupClient
@@ -18,9 +20,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Tracked:
-    token_ids: list[int]
+    token_ids: np.ndarray  # uint32: pickled to the workers as one buffer
     block_ids: list[int] = field(default_factory=list)
-    stored_until: int = 0  # whole chunks below this were handed to the workers to store
+    # Whole chunks below this are cached already: handed to the workers to
+    # store in an earlier step, or computed before the request's first step
+    # (vLLM's own prefix cache, which lmcache filled when vLLM first computed
+    # them, or lmcache's load). The workers are never sent them again, so a
+    # prompt that vLLM's cache covers costs no store work and no token transfer.
+    stored_until: int = 0
     load_from: int = 0
     load_until: int = 0  # > 0: a load promised to vLLM and not yet sent to the workers
 
@@ -67,7 +74,7 @@ class SchedulerSide:
         if num_external_tokens <= 0 or looked_up is None:
             return
         num_computed, _ = looked_up
-        tracked = self._track(request.request_id, list(request.prompt_token_ids))
+        tracked = self._track(request.request_id, request.prompt_token_ids)
         tracked.block_ids = compat.first_group_block_ids(blocks.get_block_ids())
         tracked.load_from = num_computed
         tracked.load_until = num_computed + num_external_tokens
@@ -78,8 +85,10 @@ class SchedulerSide:
         for new in scheduler_output.scheduled_new_reqs:
             if new.prompt_token_ids is None:
                 continue
-            tracked = self._track(new.req_id, list(new.prompt_token_ids))
+            tracked = self._track(new.req_id, new.prompt_token_ids)
             tracked.block_ids = compat.first_group_block_ids(new.block_ids)
+            cs = self.chunk_size
+            tracked.stored_until = max(tracked.stored_until, new.num_computed_tokens // cs * cs)
             self._add_work(meta, new.req_id, tracked, new.num_computed_tokens + scheduled.get(new.req_id, 0))
         cached = scheduler_output.scheduled_cached_reqs
         resumed = getattr(cached, "resumed_req_ids", set())
@@ -122,10 +131,10 @@ class SchedulerSide:
         self._client.close()
 
     # ---------------------------------------------------------------- helpers
-    def _track(self, req_id: str, token_ids: list[int]) -> _Tracked:
+    def _track(self, req_id: str, token_ids) -> _Tracked:
         tracked = self._requests.get(req_id)
         if tracked is None:
-            tracked = self._requests[req_id] = _Tracked(token_ids=token_ids)
+            tracked = self._requests[req_id] = _Tracked(token_ids=np.asarray(token_ids, dtype=np.uint32))
         return tracked
 
     def _add_work(self, meta: LMCacheConnectorMetadata, req_id: str, tracked: _Tracked, computed_after: int) -> None:
@@ -142,6 +151,7 @@ class SchedulerSide:
                 block_ids=list(tracked.block_ids),
                 load_from=tracked.load_from,
                 load_until=tracked.load_until,
+                store_from=tracked.stored_until if do_store else 0,
                 store_until=store_until if do_store else 0,
             )
         )

@@ -292,14 +292,18 @@ class WorkerSide:
             if work.req_id in bad_kv_from:  # vLLM recomputes from there; store only what is sound
                 cs = self.engine.chunk_size
                 work = replace(work, store_until=min(work.store_until, bad_kv_from[work.req_id] // cs * cs))
-                if work.store_until <= 0:
+                if work.store_until <= work.store_from:
                     continue
-            slots = None if self._staging is not None else self._slots(work.block_ids, work.store_until)
             try:
-                keys = self._keys.get(work.req_id, work.token_ids)[: work.store_until // self.engine.chunk_size]
-                if self._staging is not None:
-                    self._count_stored(self._staging.store(keys, work.block_ids, work.store_until))
-                elif self._async is not None:
+                keys = self._keys.get(work.req_id, work.token_ids)
+                first, end = work.store_from // self.engine.chunk_size, work.store_until // self.engine.chunk_size
+                if self._staging is not None:  # gathers from the first block: stores every chunk before `end`
+                    self._count_stored(self._staging.store(keys[:end], work.block_ids, work.store_until))
+                    continue
+                # Only the chunks not stored before: their keys, and the slots of their tokens.
+                keys = keys[first:end]
+                slots = self._slots(work.block_ids, work.store_until)[work.store_from:]
+                if self._async is not None:
                     self._async.submit(work.req_id, self.engine.begin_store(keys, slot_mapping=slots, stream=stream))
                     begun = True
                 else:

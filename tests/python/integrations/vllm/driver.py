@@ -25,11 +25,12 @@ def prompt(seed: int, n: int, vocab: int = 512) -> list[int]:
     return [rng.randrange(1, vocab) for _ in range(n)]
 
 
-def make_llm(model: str, lmcache_extra: dict | None, engine_id: str | None = None, tp: int = 1):
+def make_llm(model: str, lmcache_extra: dict | None, engine_id: str | None = None, tp: int = 1,
+             prefix_caching: bool = False):
     from lmcache.demo.vllm_runs import make_llm as make
 
     return make(model, lmcache=lmcache_extra, dtype="float32", max_model_len=4096, engine_id=engine_id,
-                tensor_parallel_size=tp)
+                tensor_parallel_size=tp, prefix_caching=prefix_caching)
 
 
 def generate(llm, prompts: list[list[int]]) -> list[dict]:
@@ -85,6 +86,15 @@ def main() -> None:
     res["partial_b2"] = generate(llm, [B2])[0]
     res["batch"] = dict(zip(["A", "C", "B2", "D"], generate(llm, [A, C, B2, D])))
     res["stats_main"] = query_worker_stats(eid)
+    shutdown(llm)
+
+    # With vLLM's own prefix cache on (how lmcache is deployed): what vLLM's
+    # cache covers when a request is first scheduled is never sent to the
+    # workers to store again.
+    eid = f"with-prefix-{uuid.uuid4()}"
+    llm = make_llm(model, {"chunk_size": CHUNK, "l1_capacity_gb": 0.5}, eid, prefix_caching=True)
+    res["with_prefix"] = [generate(llm, [p])[0] for p in (B1, B2, B1)]
+    res["stats_with_prefix"] = query_worker_stats(eid)
     shutdown(llm)
 
     # L1 far smaller than the working set (room for 6 chunks; 30 chunks of documents).

@@ -1,5 +1,6 @@
 """A real vLLM CPU engine with lmcache, against one without, on a tiny float32
-Llama made at test time (vLLM's own prefix caching off everywhere).
+Llama made at test time (vLLM's own prefix caching off except in the scenario
+that tests lmcache beside it).
 
 The engines run in one driver subprocess (vLLM spawns processes of its own);
 each test below checks one scenario of its results.
@@ -60,6 +61,18 @@ def test_batch_of_hits_and_misses(results):
     assert batch["C"]["cached"] == 0 and batch["D"]["cached"] == 0
 
 
+def test_with_vllm_prefix_cache_only_new_chunks_are_stored(results):
+    base = results["baseline"]
+    assert [r["ids"] for r in results["with_prefix"]] == [base["B1"]["ids"], base["B2"]["ids"], base["B1"]["ids"]]
+    s = results["stats_with_prefix"]
+    # B1: its 6 whole chunks. B2: vLLM's cache holds the shared 1024 tokens,
+    # so only its 3 chunks after them are sent to store (none skipped as
+    # already there). B1 again: vLLM's cache covers every whole chunk: no
+    # store work at all.
+    assert s["stored_chunks"] == 9 and s["store_skipped_chunks"] == 0
+    assert s["connector_store_requests"] == 2
+
+
 def test_small_l1_evicts_and_outputs_stay_identical(results):
     for r in results["evict_rounds"]:
         assert r["ids"] == results["baseline"][r["doc"]]["ids"], r["doc"]
@@ -118,9 +131,11 @@ def test_layer_by_layer_loads_and_async_stores(results):
     assert s["loaded_tokens"] == s["connector_loaded_tokens"] > 0
     # Stores were begun after each forward pass and published by the finisher
     # thread; vLLM held each finished request's blocks until lmcache reported
-    # its stores done (8 requests had stores), and none is held any more.
+    # its stores done, and none is held any more. 7 requests had stores: not
+    # the batch's B2, whose whole chunks were all loaded from lmcache (what a
+    # request starts with cached is never sent to store again).
     assert s["stored_chunks"] > 9 and s["connector_stored_tokens"] == 256 * s["stored_chunks"]
-    assert s["connector_blocks_released_after_stores"] == 8
+    assert s["connector_blocks_released_after_stores"] == 7
     assert s["connector_requests_holding_blocks"] == 0
 
 
