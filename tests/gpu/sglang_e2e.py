@@ -1,6 +1,6 @@
 """End-to-end SGLang + lmcache, for a machine with a GPU and SGLang installed
-(SGLang's server does not start on this project's CPU-only machines; see
-../../shared/notes/sglang-on-cpu.md). Not run by CI.
+(SGLang's server does not start on a CPU-only machine from PyPI's wheels: there
+is no CPU build of sgl-kernel). Not run by CI.
 
 A first server computes a long prompt; its HiCache backend (lmcache, host
 memory + local disk) stores the pages. A second, fresh server on the same
