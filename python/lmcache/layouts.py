@@ -38,6 +38,8 @@ LAYOUTS: dict[str, LayoutSpec] = {
         "internally (K transposed), so blocks move whole",
         opaque_blocks=True,
     ),
+    "dense": LayoutSpec("PLSHD", "KV of a run of tokens held outside any engine's paged cache (a segment's, for "
+                        "blending): (2, layers, tokens, heads, dim); slot = token, any block_size dividing the tokens"),
     "sglang_layer_first": LayoutSpec("PLSHD", "SGLang MHA host pool layer_first: (2, layers, slots, heads, dim)"),
     "sglang_page_first": LayoutSpec("PSLHD", "SGLang MHA host pool page_first: (2, slots, layers, heads, dim)"),
     "sglang_page_first_direct": LayoutSpec(
