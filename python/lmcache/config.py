@@ -10,7 +10,7 @@ The native keys (the runtime's, the remote tier's and the secret's: their
 defaults, limits, choices and docs) come from the native table, the one the
 C API reads too, and are attributes of Config itself. The keys that only an
 adapter or the tests read are declared below in typed sections of their own
-(``config.vllm``, ``config.testing``).
+(``config.vllm``, ``config.blend``, ``config.testing``).
 """
 
 from __future__ import annotations
@@ -108,6 +108,47 @@ class VllmOptions(_Section):
 
 
 @dataclass(frozen=True)
+class BlendOptions(_Section):
+    """Reuse of repeated text anywhere in a prompt (KV blending), in vLLM."""
+
+    NAME: ClassVar[str] = "blend"
+    enable_blending: bool = _field(
+        False, "Blending: cache each segment of a prompt on its own and reuse it wherever it comes back, "
+        "recomputing the tokens that suffer most from its new context (vLLM; see README).", section="blend")
+    blend_separator: str = _field(
+        "", "Blending: the token ids that separate a prompt's segments, comma-separated (\"13,13\"). A request "
+        "may instead pass where its segments start in kv_transfer_params[\"lmcache_segment_offsets\"].",
+        section="blend")
+    blend_recompute_share: float = _field(
+        0.15, "Blending: share of a reused segment's tokens recomputed, those whose KV deviates most from what "
+        "this prompt would give.", section="blend", minimum=0.0, maximum=1.0)
+    blend_check_layer: int = _field(
+        1, "Blending: the layer at which deviations are measured; the layers before it are computed for every "
+        "token.", section="blend", minimum=0, maximum=1024)
+    blend_l1_capacity_gb: float = _field(
+        1.0, "Blending: host memory for segment KV in GiB (beside l1_capacity_gb; the disk and remote tiers are "
+        "shared).", section="blend", minimum=0.0, maximum=1048576.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.separator_ids()  # checked once, when the config is made
+
+    def separator_ids(self) -> list[int]:
+        """blend_separator as token ids ([] when blending is off)."""
+        text = self.blend_separator.strip()
+        if not text:
+            return []
+        try:
+            ids = [int(part) for part in text.split(",")]
+        except ValueError:
+            ids = []
+        if not ids or any(not 0 <= i < 1 << 32 for i in ids) or len(ids) > 64:
+            raise ConfigError(f"config key 'blend_separator': {self.blend_separator!r} is not a comma-separated "
+                              "list of at most 64 token ids")
+        return ids
+
+
+@dataclass(frozen=True)
 class TestingOptions(_Section):
     """Fault injection, for tests that prove failures become misses."""
 
@@ -120,7 +161,7 @@ class TestingOptions(_Section):
     fault_load_max: int = _field(0, "Testing: faults injected at most (0: no limit).", section="testing", minimum=0)
 
 
-_SECTION_TYPES: tuple = (VllmOptions, TestingOptions)
+_SECTION_TYPES: tuple = (VllmOptions, BlendOptions, TestingOptions)
 SECTIONS = ("runtime", "remote", "security") + tuple(s.NAME for s in _SECTION_TYPES)
 
 
@@ -163,6 +204,7 @@ class Config:
     auth_secret_file: str = _NATIVE
     # sections of their own
     vllm: VllmOptions = field(default_factory=VllmOptions)
+    blend: BlendOptions = field(default_factory=BlendOptions)
     testing: TestingOptions = field(default_factory=TestingOptions)
 
     def __init__(self, **values: Any) -> None:

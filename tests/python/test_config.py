@@ -195,4 +195,15 @@ def test_every_key_is_visible_to_type_checkers():
     assert hints["vllm"] is VllmOptions and hints["testing"] is TestingOptions
     assert typing.get_type_hints(VllmOptions)["lookup_timeout_s"] is float
     section_keys = set(typing.get_type_hints(VllmOptions)) | set(typing.get_type_hints(TestingOptions))
-    assert set(Config.keys()) == (set(hints) - {"vllm", "testing"}) | section_keys - {"NAME", "__test__"}
+    from lmcache.config import BlendOptions
+
+    section_keys |= set(typing.get_type_hints(BlendOptions))
+    assert set(Config.keys()) == (set(hints) - {"vllm", "blend", "testing"}) | section_keys - {"NAME", "__test__"}
+
+
+def test_blend_separator_is_checked_when_the_config_is_made():
+    assert Config().blend.separator_ids() == []
+    assert Config(blend_separator=" 13, 13 ").blend.separator_ids() == [13, 13]
+    for bad in ("a,b", "1,,2", "-1", str(1 << 40), ",".join(["1"] * 65)):
+        with pytest.raises(ConfigError, match="'blend_separator'"):
+            Config(blend_separator=bad)

@@ -8,6 +8,8 @@ Frames are little-endian:
       op L   body = request id (64 bytes, NUL-padded) | n token ids (u32 each),
              n <= max_tokens; reply u64 hit tokens. The id lets the worker
              keep the request's keys for its load and store.
+      op G   the same as L for one segment of a prompt (blending): looked up
+             among cached segments, not prefixes; reply u64 hit tokens
       op S   n = 0; reply length (u32) | JSON stats
       op C   n = 0 clears the host tier, n = 1 every tier; reply u64 chunks removed
 """
@@ -22,8 +24,10 @@ import numpy as np
 
 OP_HELLO = b"H"
 OP_LOOKUP = b"L"
+OP_SEGMENT = b"G"
 OP_STATS = b"S"
 OP_CLEAR = b"C"
+_WITH_TOKENS = (OP_LOOKUP, OP_SEGMENT)
 _HEADER = struct.Struct("<cI")
 SECRET_BYTES = 32
 REQ_ID_BYTES = 64  # longer request ids are sent as "" (the worker then keeps no keys for them)
@@ -51,7 +55,7 @@ class Request:
     body: bytes = b""
 
     def tokens(self) -> np.ndarray:
-        return np.frombuffer(self.body, dtype="<u4", offset=REQ_ID_BYTES if self.op == OP_LOOKUP else 0)
+        return np.frombuffer(self.body, dtype="<u4", offset=REQ_ID_BYTES if self.op in _WITH_TOKENS else 0)
 
     def req_id(self) -> str:
         """A lookup's request id ("" when none was sent or it is not text)."""
@@ -76,7 +80,7 @@ def read_request(read: Callable[[int], bytes], first: bool, max_tokens: int = MA
 def _body_length(op: bytes, n: int, first: bool, max_tokens: int) -> int:
     if op == OP_HELLO and first and n == SECRET_BYTES:
         return n
-    if op == OP_LOOKUP and n <= max_tokens:
+    if op in _WITH_TOKENS and n <= max_tokens:
         return REQ_ID_BYTES + 4 * n
     if (op == OP_STATS and n == 0) or (op == OP_CLEAR and n in (0, 1)):
         return 0

@@ -52,6 +52,7 @@ from lmcache.integrations.vllm.lookup_frames import (
     OP_CLEAR,
     OP_HELLO,
     OP_LOOKUP,
+    OP_SEGMENT,
     OP_STATS,
     REQ_ID_BYTES,
     SECRET_BYTES,
@@ -180,10 +181,12 @@ class LookupServer:
 
     def __init__(self, path: str, lookup: Callable[[np.ndarray, str], int], stats: Callable[[], dict],
                  clear: Optional[Callable[[bool], int]] = None, *, max_connections: int = 8,
-                 idle_timeout_s: float = 60.0, max_tokens: int = MAX_TOKENS) -> None:
+                 idle_timeout_s: float = 60.0, max_tokens: int = MAX_TOKENS,
+                 segment_lookup: Optional[Callable[[np.ndarray], int]] = None) -> None:
         if not os.path.isabs(path) or len(os.fsencode(path)) > _UNIX_PATH_MAX:
             raise ValueError(f"the lookup socket needs an absolute path of at most {_UNIX_PATH_MAX} bytes: {path!r}")
         self._lookup, self._stats, self._clear = lookup, stats, clear
+        self._segment_lookup = segment_lookup  # None: this worker does not blend, every segment misses
         self._path, self._secret_file = path, _secret_path(path)
         self._max_connections, self._idle_timeout, self._max_tokens = max_connections, idle_timeout_s, max_tokens
         self._euid = os.geteuid()
@@ -283,9 +286,12 @@ class LookupServer:
         return read_request(lambda k: _recv_exact(conn, k, deadline), first, self._max_tokens)
 
     def _answer(self, request: Request) -> bytes:
-        if request.op == OP_LOOKUP:
+        if request.op in (OP_LOOKUP, OP_SEGMENT):
             try:
-                hit = self._lookup(request.tokens(), request.req_id())
+                if request.op == OP_LOOKUP:
+                    hit = self._lookup(request.tokens(), request.req_id())
+                else:
+                    hit = self._segment_lookup(request.tokens()) if self._segment_lookup else 0
             except Exception as e:  # a lookup error is a miss, reported once per call
                 logger.warning("lmcache lookup failed: %s", e)
                 hit = 0
@@ -396,10 +402,18 @@ class LookupClient:
         self.errors = 0
 
     def lookup(self, token_ids: Sequence[int], req_id: str = "") -> int:
+        """Leading tokens of a prompt cached (whole chunks), the smallest over the ranks."""
+        return self._ask(OP_LOOKUP, token_ids, req_id)
+
+    def lookup_segment(self, token_ids: Sequence[int]) -> int:
+        """Leading tokens of one segment cached as a segment (blending)."""
+        return self._ask(OP_SEGMENT, token_ids, "")
+
+    def _ask(self, op: bytes, token_ids: Sequence[int], req_id: str) -> int:
         tokens = np.asarray(token_ids, dtype="<u4")[: self._max_tokens]
         rid = req_id.encode()
         rid = rid.ljust(REQ_ID_BYTES, b"\0") if len(rid) <= REQ_ID_BYTES and b"\0" not in rid else bytes(REQ_ID_BYTES)
-        frame = _HEADER.pack(OP_LOOKUP, len(tokens)) + rid + tokens.tobytes()
+        frame = _HEADER.pack(op, len(tokens)) + rid + tokens.tobytes()
         hit = None
         for i in range(len(self._paths)):
             try:

@@ -28,6 +28,11 @@ class RequestWork:
     load_until: int = 0
     store_from: int = 0
     store_until: int = 0
+    # Blending: [load_from, load_until) is made by the blend prefill instead
+    # of a prefix load, from the segments cached at these [start, end) spans
+    # (whole chunks each); and these segments get their own KV stored.
+    blend_spans: list[tuple[int, int]] = field(default_factory=list)
+    segment_stores: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass

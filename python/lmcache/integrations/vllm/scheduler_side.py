@@ -12,6 +12,7 @@ import numpy as np
 
 from lmcache.config import Config
 from lmcache.integrations.vllm import compat, modes
+from lmcache.integrations.vllm.blend_planner import BlendPlan, BlendPlanner
 from lmcache.integrations.vllm.lookup_rpc import LookupClient
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
 
@@ -38,8 +39,10 @@ class SchedulerSide:
         _, tp_size = compat.tp_rank_and_size(vllm_config)
         engine_id = vllm_config.kv_transfer_config.engine_id
         self._client = LookupClient(engine_id, range(tp_size), timeout_s=config.vllm.lookup_timeout_s)
+        self._blend = BlendPlanner(config, self._client.lookup_segment, vllm_config.cache_config.enable_prefix_caching)
         self._requests: dict[str, _Tracked] = {}
         self._lookups: dict[str, tuple[int, int]] = {}  # req_id -> (num_computed, tokens to load)
+        self._plans: dict[str, BlendPlan] = {}  # req_id -> its blend plan, until its first step
         # Asynchronous stores: a finished request that had stores keeps its
         # blocks until the workers report its stores done (get_finished).
         self._async_stores = modes.async_stores(config, vllm_config.device_config.device_type == "cuda")
@@ -61,6 +64,11 @@ class SchedulerSide:
         self.stats["lookups"] += 1
         self.stats["lookup_tokens"] += len(prompt)
         self.stats["hit_tokens"] += hit
+        plan = self._blend.plan(request, num_computed_tokens, min(hit, request.num_tokens - 1))
+        if plan is not None:
+            self._plans[request.request_id] = plan
+            if plan.claim_until:  # the blend prefill makes [0, claim_until)
+                hit = plan.claim_until
         # vLLM must compute at least one token itself, so never claim the last one.
         loadable = min(hit, request.num_tokens - 1) - num_computed_tokens
         if loadable <= 0:
@@ -110,6 +118,7 @@ class SchedulerSide:
     def request_finished(self, request: Any, block_ids: list[int]) -> tuple[bool, Optional[dict]]:
         self._requests.pop(request.request_id, None)
         self._lookups.pop(request.request_id, None)
+        self._plans.pop(request.request_id, None)
         if request.request_id in self._stored_reqs:
             self._stored_reqs.discard(request.request_id)
             # The workers saw the same stores and report this request in
@@ -138,11 +147,17 @@ class SchedulerSide:
         return tracked
 
     def _add_work(self, meta: LMCacheConnectorMetadata, req_id: str, tracked: _Tracked, computed_after: int) -> None:
+        plan = self._plans.pop(req_id, None)  # sent with the request's first step only
+        blend_spans = plan.spans if plan is not None and tracked.load_until > 0 else []
+        if blend_spans:
+            # Blended KV is approximate: never stored as the exact KV of a prefix.
+            tracked.stored_until = len(tracked.token_ids)
+        segment_stores = plan.segment_stores if plan is not None else []
         # Store the prompt's whole chunks whose KV exists once this step has run.
         store_until = min(computed_after, len(tracked.token_ids)) // self.chunk_size * self.chunk_size
         do_store = store_until > tracked.stored_until
         do_load = tracked.load_until > 0
-        if not (do_store or do_load):
+        if not (do_store or do_load or segment_stores):
             return
         meta.requests.append(
             RequestWork(
@@ -153,6 +168,8 @@ class SchedulerSide:
                 load_until=tracked.load_until,
                 store_from=tracked.stored_until if do_store else 0,
                 store_until=store_until if do_store else 0,
+                blend_spans=blend_spans,
+                segment_stores=segment_stores,
             )
         )
         if do_store:

@@ -21,6 +21,7 @@ from lmcache.integrations.vllm.device_staging import DeviceStaging
 from lmcache.integrations.vllm.lookup_rpc import LookupServer, socket_name
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
 from lmcache.integrations.vllm.async_stores import AsyncStores
+from lmcache.integrations.vllm.blend_worker import WorkerBlender
 from lmcache.integrations.vllm.request_keys import RequestKeys
 
 logger = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ class _Loading:
 
 class WorkerSide:
     def __init__(self, vllm_config: Any, config: Config) -> None:
-        self.rank, tp_size = compat.tp_rank_and_size(vllm_config)
-        self.engine = CacheEngine(config, model_id=compat.model_id(vllm_config), tp_rank=self.rank, tp_size=tp_size)
+        self.rank, self._tp_size = compat.tp_rank_and_size(vllm_config)
+        self._model_id = compat.model_id(vllm_config)
+        self.engine = CacheEngine(config, model_id=self._model_id, tp_rank=self.rank, tp_size=self._tp_size)
+        self._blender: WorkerBlender | None = None  # enable_blending and an engine it covers
         self._engine_id = vllm_config.kv_transfer_config.engine_id
         self._block_size = vllm_config.cache_config.block_size
         self._server: LookupServer | None = None
@@ -97,10 +100,12 @@ class WorkerSide:
             # A build without CUDA on a GPU engine: torch gathers on the device, one copy through pinned memory.
             self._block_size = layers[0].shape[layouts.block_size_dim(layout)]
             self._staging = DeviceStaging(self.engine, layers, layout, self._block_size)
+        self._blender = WorkerBlender.create(self.engine.config, self._model_id, kv_caches, self.rank, self._tp_size)
         # Stats over the socket add the server's own counters (refused peers, malformed frames, ...).
         self._server = LookupServer(socket_name(self._engine_id, self.rank), self.lookup,
                                     lambda: {**self.all_stats(), **self._server.stats()},
-                                    lambda include_disk: self.engine.clear(include_disk=include_disk))
+                                    lambda include_disk: self.engine.clear(include_disk=include_disk),
+                                    segment_lookup=self._blender.segment_lookup if self._blender else None)
         logger.info("lmcache: registered %d layers as %s; lookups served for rank %d; disk tier: %s; "
                     "layer-wise loads: %s; async stores: %s", len(layers), layout, self.rank,
                     self.engine.disk_backend or "off", "on" if self._layerwise else "off",
@@ -127,7 +132,9 @@ class WorkerSide:
             self._load_stream.wait_stream(torch.cuda.current_stream(self._load_stream.device))
             stream = self._load_stream.cuda_stream
         for work in meta.requests:
-            if work.load_until > 0:
+            if work.blend_spans:
+                self._blend(work)
+            elif work.load_until > 0:
                 self._begin_load(work, stream)
         if not self._loads:
             return
@@ -161,6 +168,20 @@ class WorkerSide:
             self._move_layers(layer + 1)
         self._layers_waited.add(layer)
         self.stats["layer_waits"] += 1
+
+    def _blend(self, work: RequestWork) -> None:
+        """The blend prefill writes every claimed token's KV before the forward pass (all layers at once)."""
+        self.stats["load_requests"] += 1
+        try:
+            if self._blender is None:
+                raise RuntimeError("blending is off in this worker")
+            self._blender.blend(work, self._slots(work.block_ids, work.load_until))
+            self._count_loaded(work, work.load_until)
+        except Exception as e:  # a failed blend is recomputed by vLLM, never wrong KV
+            logger.warning("lmcache blend for %s failed: %s", work.req_id, e)
+            if self._blender is not None:
+                self._blender.stats["blend_failed_requests"] += 1
+            self._not_loaded(work, work.load_from, work.load_until)
 
     def _begin_load(self, work: RequestWork, stream) -> None:
         self.stats["load_requests"] += 1
@@ -310,6 +331,13 @@ class WorkerSide:
                     self._count_stored(self.engine.store(keys, slot_mapping=slots, stream=stream))
             except Exception as e:  # a failed store only costs a future hit
                 logger.warning("lmcache store for %s failed: %s", work.req_id, e)
+        if self._blender is not None:
+            for work in meta.requests:
+                if work.segment_stores:
+                    try:
+                        self._blender.store_segments(work)
+                    except Exception as e:  # a failed store only costs a future hit
+                        logger.warning("lmcache segment store for %s failed: %s", work.req_id, e)
         if begun and stream is not None:
             import torch
 
@@ -348,6 +376,8 @@ class WorkerSide:
         s = dict(self.engine.stats())
         s.update({"connector_" + k: v for k, v in self.stats.items()})
         s["connector_requests_holding_blocks"] = self._async.holding() if self._async is not None else 0
+        if self._blender is not None:
+            s.update(self._blender.all_stats())
         return s
 
     def close(self) -> None:
@@ -359,6 +389,8 @@ class WorkerSide:
             self._async.close()  # publishes what is queued first
         if self._server is not None:
             self._server.close()
+        if self._blender is not None:
+            self._blender.close()
         self.engine.close()
 
 

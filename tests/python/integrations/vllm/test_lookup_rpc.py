@@ -57,3 +57,18 @@ def test_server_gone_mid_run():
     assert client.lookup([1]) == 3
     server.close()
     assert client.lookup([1]) == 0  # the old connection's server is gone: a miss
+
+
+def test_segment_lookups_reach_the_segment_cache_and_miss_where_there_is_none():
+    eid = str(uuid.uuid4())
+    seen = []
+    server = LookupServer(socket_name(eid, 0), lambda t, rid: 999, dict,
+                          segment_lookup=lambda t: (seen.append(t.copy()), 128)[1])
+    client = LookupClient(eid, [0], timeout_s=2)
+    assert client.lookup_segment([5, 6, 7]) == 128 and np.array_equal(seen[0], [5, 6, 7])
+    assert client.lookup([5, 6, 7]) == 999  # prefixes are still prefixes
+    server.close()
+    eid = str(uuid.uuid4())
+    server = LookupServer(socket_name(eid, 0), lambda t, rid: 999, dict)  # a worker that does not blend
+    assert LookupClient(eid, [0], timeout_s=2).lookup_segment([5, 6, 7]) == 0
+    server.close()
