@@ -57,7 +57,7 @@ def check(request, first: bool, max_tokens: int) -> None:
     """What read_request returned agrees with its header (else: a finding)."""
     if request.op == rpc.OP_HELLO:
         assert first and request.n == rpc.SECRET_BYTES and len(request.body) == rpc.SECRET_BYTES
-    elif request.op == rpc.OP_LOOKUP:
+    elif request.op in (rpc.OP_LOOKUP, rpc.OP_SEGMENT):
         assert not first and request.n <= max_tokens and len(request.body) == rpc.REQ_ID_BYTES + 4 * request.n
         assert len(request.tokens()) == request.n
         assert isinstance(request.req_id(), str)
