@@ -23,6 +23,7 @@ from torch import nn
 from lmcache.blend.core import SegmentKV
 from lmcache.blend.segments import spans_from_offsets, split_at_separator
 from lmcache.engine import CacheEngine
+from lmcache.request_keys import RequestKeys
 
 if TYPE_CHECKING:
     from lmcache.blend.hf import BlendOutput
@@ -45,6 +46,8 @@ class SegmentCache:
         if self.dtype not in _DTYPES:
             raise ValueError(f"segment KV in {self.dtype} cannot be cached; use float32, float16 or bfloat16")
         self.engine = engine
+        # A segment is looked up, loaded and stored by many prompts: hashed once.
+        self._keys = RequestKeys(engine)
         engine.set_kv_shape(num_layers=self.num_layers, num_heads=self.num_heads, head_dim=self.head_dim,
                             dtype=_DTYPES[self.dtype])
 
@@ -54,7 +57,7 @@ class SegmentCache:
 
     def cached_tokens(self, token_ids: Sequence[int]) -> int:
         """Leading tokens of the segment cached in any tier (whole chunks)."""
-        return self.engine.lookup(_ids(token_ids))
+        return self.engine.lookup(self._keys.of_content(_ids(token_ids)))
 
     def store(self, token_ids: Sequence[int], kv: SegmentKV) -> int:
         """Stores the segment's whole chunks; returns tokens newly stored."""
@@ -66,7 +69,8 @@ class SegmentCache:
         for layer, (k, v) in enumerate(kv):
             buf[0, layer] = _token_major(k)[:n]
             buf[1, layer] = _token_major(v)[:n]
-        return self.engine.store(ids[:n], buf, slot_mapping=np.arange(n, dtype=np.int64), layout="dense",
+        keys = self._keys.of_content(ids)[: n // self.chunk_size]
+        return self.engine.store(keys, buf, slot_mapping=np.arange(n, dtype=np.int64), layout="dense",
                                  block_size=self.chunk_size)
 
     def load(self, token_ids: Sequence[int], num_tokens: int) -> Optional[list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -77,7 +81,8 @@ class SegmentCache:
         if num_tokens <= 0 or num_tokens % self.chunk_size or num_tokens > len(ids):
             raise ValueError(f"a segment loads whole chunks of {self.chunk_size} tokens, not {num_tokens}")
         buf = self._buffer(num_tokens)
-        loaded = self.engine.load(ids[:num_tokens], buf, slot_mapping=np.arange(num_tokens, dtype=np.int64),
+        keys = self._keys.of_content(ids)[: num_tokens // self.chunk_size]
+        loaded = self.engine.load(keys, buf, slot_mapping=np.arange(num_tokens, dtype=np.int64),
                                   layout="dense", block_size=self.chunk_size)
         if loaded < num_tokens:
             return None

@@ -22,7 +22,7 @@ from lmcache.integrations.vllm.lookup_rpc import LookupServer, socket_name
 from lmcache.integrations.vllm.metadata import LMCacheConnectorMetadata, RequestWork
 from lmcache.integrations.vllm.async_stores import AsyncStores
 from lmcache.integrations.vllm.blend_worker import WorkerBlender
-from lmcache.integrations.vllm.request_keys import RequestKeys
+from lmcache.request_keys import RequestKeys
 
 logger = logging.getLogger(__name__)
 
