@@ -114,6 +114,34 @@ class PyRuntime {
     return removed;
   }
 
+  py::dict Locate(const ChunkKeys& keys) {
+    CacheRuntime::TierPrefixes t;
+    {
+      py::gil_scoped_release nogil;
+      Check(rt_->Locate(keys.keys, &t));
+    }
+    py::dict d;
+    d["host"] = t.host;
+    d["disk"] = t.disk;
+    d["remote"] = t.remote;
+    d["any"] = t.any;
+    return d;
+  }
+
+  size_t Prefetch(const ChunkKeys& keys) {
+    size_t host = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->Prefetch(keys.keys, &host));
+    return host;
+  }
+
+  size_t Evict(const ChunkKeys& keys, bool include_disk) {
+    size_t removed = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->Evict(keys.keys, include_disk, &removed));
+    return removed;
+  }
+
   void FlushWrites() {
     py::gil_scoped_release nogil;
     rt_->FlushWrites();
@@ -256,6 +284,13 @@ PYBIND11_MODULE(_core, m) {
       .def("count_remote", &PyRuntime::CountRemote, py::arg("stat"), py::arg("n") = 1,
            "Counts an event of the remote tier's client (a remote_* stat).")
       .def("clear", &PyRuntime::Clear, py::arg("include_disk") = true)
+      .def("locate", &PyRuntime::Locate, py::arg("keys"),
+           "{'host', 'disk', 'remote'}: leading chunks each tier holds on its own; 'any': those some tier holds "
+           "(touches nothing).")
+      .def("prefetch", &PyRuntime::Prefetch, py::arg("keys"),
+           "Brings the cached prefix into host memory now; returns leading chunks in host memory.")
+      .def("evict", &PyRuntime::Evict, py::arg("keys"), py::arg("include_disk") = false,
+           "Drops these chunks from host memory (and disk); in-use and pinned ones stay. Returns records removed.")
       .def("flush_writes", &PyRuntime::FlushWrites, "Waits until queued writes to disk are done.")
       .def_property_readonly("disk_backend", &PyRuntime::DiskBackend,
                              "'io_uring', 'threads' (+ ' (buffered)' without O_DIRECT), or '' without a disk tier")

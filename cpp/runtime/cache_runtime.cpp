@@ -349,6 +349,9 @@ RuntimeStats CacheRuntime::Stats() const {
     s.disk = disk_->Stats();
   }
   s.remote_enabled = has_remote_.load(std::memory_order_acquire);
+  s.record_bytes = RecordBytes();
+  if (write_behind_) s.write_behind_queued = write_behind_->size();
+  if (s.remote_enabled) s.remote_put_queued = remote_writes_->size();  // set before has_remote_
   if (pool_) {
     s.l1_capacity_bytes = pool_->num_slabs() * pool_->slab_bytes();
     s.l1_used_bytes = (pool_->num_slabs() - pool_->num_free()) * pool_->slab_bytes();

@@ -202,6 +202,22 @@ class CacheRuntime {
 
   // Drops every chunk not in use or pinned, from L1 and (include_disk) from disk.
   Status Clear(size_t* removed, bool include_disk = true);
+
+  // Operator calls (the control API), never on an engine's hot path.
+  // Locate: how many leading keys each tier holds on its own, without
+  // touching anything (no prefetch, no eviction bookkeeping, no stats).
+  // any: the leading keys some tier holds (what Lookup would find).
+  struct TierPrefixes {
+    size_t host = 0, disk = 0, remote = 0, any = 0;
+  };
+  Status Locate(const std::vector<ChunkKey>& keys, TierPrefixes* out);
+  // Brings the cached prefix of `keys` into host memory now (disk reads and
+  // remote fetches done before returning); *host_chunks: leading keys in
+  // host memory afterwards.
+  Status Prefetch(const std::vector<ChunkKey>& keys, size_t* host_chunks);
+  // Drops the given chunks from host memory (and, include_disk, from disk);
+  // chunks in use or pinned stay. *removed: records removed.
+  Status Evict(const std::vector<ChunkKey>& keys, bool include_disk, size_t* removed);
   // Blocks until queued writes have reached the disk and remote tiers (tests, clean shutdown).
   void FlushWrites();
 

@@ -30,6 +30,12 @@ class KeyQueue {
     return true;
   }
 
+  // Keys waiting (not counting a batch being drained).
+  size_t size() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return keys_.size();
+  }
+
   // Blocks until every key pushed so far has been drained.
   void Flush() {
     std::unique_lock<std::mutex> lock(mu_);
@@ -74,7 +80,7 @@ class KeyQueue {
   const size_t capacity_;
   const size_t batch_;
   std::function<void(const std::vector<ChunkKey>&)> drain_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_, idle_cv_;
   std::deque<ChunkKey> keys_;  // guarded by mu_
   bool stopping_ = false;      // guarded by mu_
