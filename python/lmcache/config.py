@@ -149,6 +149,52 @@ class BlendOptions(_Section):
 
 
 @dataclass(frozen=True)
+class ControlOptions(_Section):
+    """The HTTP control API and metrics (lmcache.control), and logging."""
+
+    NAME: ClassVar[str] = "control"
+    control_port: int = _field(
+        0, "Control API and Prometheus metrics: the TCP port of each process that owns a cache (0: off; a "
+        "tensor-parallel rank r serves on control_port + r).", section="control", minimum=0, maximum=65535)
+    control_host: str = _field(
+        "127.0.0.1", "Control API: the address to bind. Anything but a loopback address requires control_token "
+        "(or control_token_file).", section="control")
+    control_token: str = _field(
+        "", "Control API: the bearer token every request must carry (Authorization: Bearer ...).",
+        section="control", secret=True)
+    control_token_file: str = _field(
+        "", "Control API: a file (mode 0600) holding the bearer token, instead of control_token.", section="control")
+    log_level: str = _field(
+        "info", "Level of lmcache's loggers (the 'lmcache' logger tree).", section="control",
+        choices=("debug", "info", "warning", "error", "critical"))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.log_level, str):  # LMCACHE_LOG_LEVEL=DEBUG, as LMCache's users write it
+            object.__setattr__(self, "log_level", self.log_level.strip().lower())
+        super().__post_init__()
+
+    def token(self) -> str:
+        """The bearer token ('' without one); read from control_token_file when given."""
+        if self.control_token:
+            return self.control_token
+        if not self.control_token_file:
+            return ""
+        try:
+            st = os.stat(self.control_token_file)
+            if st.st_mode & 0o077:
+                raise ConfigError(f"config key 'control_token_file': {self.control_token_file!r} is readable by "
+                                  "others; chmod 600 it")
+            with open(self.control_token_file, encoding="utf-8") as f:
+                token = f.read(4096).strip()
+        except OSError as e:
+            raise ConfigError(f"config key 'control_token_file': cannot read {self.control_token_file!r}: "
+                              f"{e.strerror}") from None
+        if not token:
+            raise ConfigError(f"config key 'control_token_file': {self.control_token_file!r} is empty")
+        return token
+
+
+@dataclass(frozen=True)
 class TestingOptions(_Section):
     """Fault injection, for tests that prove failures become misses."""
 
@@ -161,7 +207,7 @@ class TestingOptions(_Section):
     fault_load_max: int = _field(0, "Testing: faults injected at most (0: no limit).", section="testing", minimum=0)
 
 
-_SECTION_TYPES: tuple = (VllmOptions, BlendOptions, TestingOptions)
+_SECTION_TYPES: tuple = (VllmOptions, BlendOptions, ControlOptions, TestingOptions)
 SECTIONS = ("runtime", "remote", "security") + tuple(s.NAME for s in _SECTION_TYPES)
 
 
@@ -205,6 +251,7 @@ class Config:
     # sections of their own
     vllm: VllmOptions = field(default_factory=VllmOptions)
     blend: BlendOptions = field(default_factory=BlendOptions)
+    control: ControlOptions = field(default_factory=ControlOptions)
     testing: TestingOptions = field(default_factory=TestingOptions)
 
     def __init__(self, **values: Any) -> None:
@@ -226,16 +273,39 @@ class Config:
         env: Optional[Mapping[str, str]] = None,
         overrides: Optional[Mapping[str, Any]] = None,
     ) -> "Config":
-        """Builds a config from defaults < YAML file < environment < overrides."""
+        """Builds a config from defaults < YAML file < environment < overrides.
+
+        The YAML file and the environment may use LMCache's names too
+        (lmcache.lmcache_compat maps them)."""
+        return cls.load_with_sources(path, env=env, overrides=overrides)[0]
+
+    @classmethod
+    def load_with_sources(
+        cls,
+        path: Optional[str] = None,
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        overrides: Optional[Mapping[str, Any]] = None,
+    ) -> tuple["Config", dict[str, str]]:
+        """Config.load, and where each key's value came from ("default",
+        "file PATH", "env LMCACHE_X", "overrides")."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         path = path or env.get(ENV_CONFIG_FILE)
         if path:
-            values.update(_read_yaml(path))
-        values.update(_read_env(env))
+            from_file = _read_yaml(path)
+            values.update(from_file)
+            sources.update({k: f"file {path}" for k in from_file})
+        from_env, env_names = _read_env(env)
+        values.update(from_env)
+        sources.update({k: f"env {env_names[k]}" for k in from_env})
         if overrides:
-            values.update(_check_keys(dict(overrides), "overrides"))
-        return cls(**values)
+            given = _check_keys(dict(overrides), "overrides")
+            values.update(given)
+            sources.update({k: "overrides" for k in given})
+        config = cls(**values)
+        return config, {k: sources.get(k, "default") for k in cls.keys()}
 
     def __repr__(self) -> str:
         # Secrets are left out; a password inside a URL is masked.
@@ -314,12 +384,16 @@ for _f in dataclasses.fields(Config):
 assert all(f.metadata["section"] in SECTIONS for f in _SPECS.values())
 
 
-def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
+def _check_keys(values: dict[str, Any], source: str, *, lenient: bool = False) -> dict[str, Any]:
     """`values` with flat keys only, each a known key. A section may also be
-    given whole as a mapping of its own keys (vllm: {layerwise_load: on})."""
+    given whole as a mapping of its own keys (vllm: {layerwise_load: on}).
+    lenient (an LMCache file): an unknown key is warned about and dropped."""
     allowed = set(Config.keys())
     flat: dict[str, Any] = {}
     for key, value in values.items():
+        if lenient and key not in allowed and key not in _SECTION_FIELDS:
+            logger.warning("ignoring key %r of %s: neither lmcache nor LMCache's keys lmcache maps", key, source)
+            continue
         section = _SECTION_FIELDS.get(key)
         if section is not None and isinstance(value, Mapping):
             mine = set(_keys_of(section))
@@ -352,28 +426,38 @@ def _read_yaml(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path!r} must hold a mapping of keys to values")
-    return _check_keys(data, f"config file {path!r}")
+    from lmcache import lmcache_compat
+
+    lenient = lmcache_compat.is_lmcache_file(data)
+    source = f"config file {path!r}"
+    return _check_keys(lmcache_compat.translate(data, source) if lenient else data, source, lenient=lenient)
 
 
 _warned_env: set[str] = set()
 
 
-def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
-    values = {}
+def _read_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The config keys the environment sets, and each one's variable name.
+    LMCache's variables (LMCACHE_LOCAL_CPU, LMCACHE_MAX_LOCAL_CPU_SIZE, ...)
+    count under the lmcache key they map to."""
+    from lmcache import lmcache_compat
+
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
             continue
         key = name[len(ENV_PREFIX):].lower()
-        if key not in Config.keys():
-            # Other software shares the prefix: an unrelated variable is named
-            # once in a warning, never a reason not to start.
-            if name not in _warned_env:
+        for mapped, value in lmcache_compat.translate({key: raw}, f"environment variable {name}").items():
+            if mapped in Config.keys():
+                values[mapped], names[mapped] = value, name
+            elif name not in _warned_env:
+                # Other software shares the prefix: an unrelated variable is
+                # named once in a warning, never a reason not to start.
                 _warned_env.add(name)
                 logger.warning("ignoring environment variable %s: not an lmcache config key (see "
                                "lmcache.Config.describe())", name)
-            continue
-        values[key] = raw
-    return values
+    return values, names
 
 
 def redact_url(url: str) -> str:

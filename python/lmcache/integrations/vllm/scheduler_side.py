@@ -34,7 +34,10 @@ class _Tracked:
 
 
 class SchedulerSide:
-    def __init__(self, vllm_config: Any, config: Config) -> None:
+    def __init__(self, vllm_config: Any, config: Config, *, sees_connector_output: bool = True) -> None:
+        # sees_connector_output: vLLM passes the workers' output back
+        # (update_connector_output); its LMCacheConnectorV1 wrapper does not.
+        self._sees_output = sees_connector_output
         self.chunk_size = config.chunk_size
         _, tp_size = compat.tp_rank_and_size(vllm_config)
         engine_id = vllm_config.kv_transfer_config.engine_id
@@ -83,7 +86,8 @@ class SchedulerSide:
             return
         num_computed, _ = looked_up
         tracked = self._track(request.request_id, request.prompt_token_ids)
-        tracked.block_ids = compat.first_group_block_ids(blocks.get_block_ids())
+        if blocks is not None:  # None from vLLM's LMCacheConnectorV1: the step's scheduler output has them
+            tracked.block_ids = compat.first_group_block_ids(blocks.get_block_ids())
         tracked.load_from = num_computed
         tracked.load_until = num_computed + num_external_tokens
 
@@ -123,7 +127,8 @@ class SchedulerSide:
             self._stored_reqs.discard(request.request_id)
             # The workers saw the same stores and report this request in
             # get_finished once they are done; vLLM frees the blocks then.
-            self._held_for_stores.add(request.request_id)
+            if self._sees_output:  # else nothing would ever tell us they came back
+                self._held_for_stores.add(request.request_id)
             return True, None
         return False, None  # synchronous stores (or none): vLLM may free the blocks now
 
