@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 import weakref
 from typing import Any, Optional, Sequence
 
@@ -18,7 +19,9 @@ import numpy as np
 from lmcache import _core
 from lmcache.config import Config
 from lmcache.errors import ClosedError, ConfigError, InvalidArgumentError, InvalidStateError
+from lmcache.latency import OperationLatencies
 from lmcache.layouts import TensorOrList, describe, slots_from_blocks
+from lmcache.log import configure as configure_logging
 from lmcache.record_key import record_key
 
 
@@ -47,10 +50,13 @@ class CacheEngine:
         model_id: Optional[str] = None,
         tp_rank: int = 0,
         tp_size: int = 1,
+        name: str = "main",
     ) -> None:
         self.config = config if config is not None else Config.load()
         if model_id and not self.config.model_id:
             self.config = self.config.replace(model_id=model_id)
+        configure_logging(self.config.control.log_level)
+        self.latencies = OperationLatencies()  # exported by lmcache.metrics
         key = record_key(self.config)  # None: the disk tier keeps a key of its own
         self._pid = os.getpid()
         options = self.config.runtime_options()
@@ -75,6 +81,10 @@ class CacheEngine:
         self._layout_name = "vllm_flash_attn"
         self._block_size: Optional[int] = None
         self._kv_caches: Any = None  # keeps the registered tensors (and so their memory) alive
+        # The control API and metrics (control_port) see every cache of the process.
+        from lmcache.control.server import attach
+
+        self.name = attach(self, name, tp_rank)
 
     def _disk_options(self, tp_rank: int, tp_size: int) -> dict:
         # The disk tier's directory, made private here: each tensor-parallel
@@ -165,7 +175,10 @@ class CacheEngine:
     def lookup(self, request) -> int:
         """Number of leading tokens of the request (token ids or ChunkKeys)
         that are cached in any tier (a multiple of chunk_size)."""
-        return self._runtime.lookup(self._as_keys(request)) * self.chunk_size
+        start = time.perf_counter()
+        hit = self._runtime.lookup(self._as_keys(request)) * self.chunk_size
+        self.latencies.observe("lookup", time.perf_counter() - start)
+        return hit
 
     def store(self, request, kv_caches: Optional[TensorOrList] = None, *, slot_mapping=None,
               block_ids: Optional[Sequence[int]] = None, layout: Optional[str] = None,
@@ -185,7 +198,9 @@ class CacheEngine:
         keys, kv, slots = self._request_args(request, kv_caches, slot_mapping, block_ids, layout, block_size,
                                              for_store=True)
         tensors = self._tensors_of(kv_caches)
-        return PendingStore(self._runtime.begin_store(keys, kv, slots, stream=_stream(kv, stream)), tensors)
+        start = time.perf_counter()
+        native = self._runtime.begin_store(keys, kv, slots, stream=_stream(kv, stream))
+        return PendingStore(native, tensors, self.latencies, start)
 
     def load(self, request, kv_caches: Optional[TensorOrList] = None, *, slot_mapping=None,
              block_ids: Optional[Sequence[int]] = None, layout: Optional[str] = None,
@@ -209,7 +224,9 @@ class CacheEngine:
         keys, kv, slots = self._request_args(request, kv_caches, slot_mapping, block_ids, layout, block_size,
                                              for_store=False)
         tensors = self._tensors_of(kv_caches)
-        return PendingLoad(self._runtime.begin_load(keys, kv, slots, stream=_stream(kv, stream)), tensors)
+        start = time.perf_counter()
+        native = self._runtime.begin_load(keys, kv, slots, stream=_stream(kv, stream))
+        return PendingLoad(native, tensors, self.latencies, start)
 
     def pin(self, request) -> int:
         """Protects the cached chunks of a prefix from eviction; returns chunks pinned."""
@@ -222,6 +239,24 @@ class CacheEngine:
         """Drops every cached chunk that is not in use or pinned; returns how many."""
         return self._runtime.clear(include_disk)
 
+    # Operator calls (lmcache.control), not for an engine's hot path.
+    def locate(self, request) -> dict[str, int]:
+        """Leading tokens of the request that each tier holds on its own
+        ({'host', 'disk', 'remote'}) and that some tier holds ('any': what a
+        lookup finds), without touching anything."""
+        found = self._runtime.locate(self._as_keys(request))
+        return {tier: chunks * self.chunk_size for tier, chunks in found.items()}
+
+    def prefetch(self, request) -> int:
+        """Brings the request's cached prefix into host memory now (from disk
+        and the remote tier); returns the leading tokens in host memory."""
+        return self._runtime.prefetch(self._as_keys(request)) * self.chunk_size
+
+    def evict(self, request, *, include_disk: bool = False) -> int:
+        """Drops the request's chunks from host memory (and from disk); chunks
+        in use or pinned stay. Returns the records removed."""
+        return self._runtime.evict(self._as_keys(request), include_disk)
+
     def stats(self) -> dict[str, int]:
         s = self._runtime.stats()
         s["chunk_size"] = self.chunk_size
@@ -231,6 +266,9 @@ class CacheEngine:
         """Waits for calls in flight and frees the host tier. Later calls raise ClosedError."""
         if os.getpid() != self._pid:
             return  # a forked child's copy: the parent's threads, locks and directory are not its to close
+        from lmcache.control.server import detach
+
+        detach(self)
         self._runtime.close()  # lets queued writes to disk and the remote tier finish first
         if self._remote is not None:
             self._remote.close()
@@ -302,8 +340,10 @@ class PendingLoad:
     """A load begun by CacheEngine.begin_load: holds the cached prefix, and the
     KV tensors it writes into, until finish() (or the end of a with block)."""
 
-    def __init__(self, native: "_core.PendingLoad", tensors) -> None:
+    def __init__(self, native: "_core.PendingLoad", tensors, latencies: Optional[OperationLatencies] = None,
+                 start: float = 0.0) -> None:
         self._native, self._tensors = native, tensors
+        self._latencies, self._start = latencies, start
 
     @property
     def tokens(self) -> int:
@@ -326,6 +366,9 @@ class PendingLoad:
         """Waits for device copies and releases the chunks (idempotent)."""
         self._native.finish()
         self._tensors = None  # nothing writes into them any more
+        if self._latencies is not None:
+            self._latencies.observe("load", time.perf_counter() - self._start)
+            self._latencies = None  # observed once however often finish() is called
 
     def __enter__(self) -> "PendingLoad":
         return self
@@ -339,8 +382,10 @@ class PendingStore:
     runtime queues it for the disk and remote tiers). Holds the KV tensors it
     reads from until then."""
 
-    def __init__(self, native: "_core.PendingStore", tensors) -> None:
+    def __init__(self, native: "_core.PendingStore", tensors, latencies: Optional[OperationLatencies] = None,
+                 start: float = 0.0) -> None:
         self._native, self._tensors = native, tensors
+        self._latencies, self._start = latencies, start
 
     @property
     def tokens(self) -> int:
@@ -351,6 +396,9 @@ class PendingStore:
         """Waits for the copy and publishes the chunks; returns the tokens stored."""
         stored = self._native.finish()
         self._tensors = None
+        if self._latencies is not None:
+            self._latencies.observe("store", time.perf_counter() - self._start)
+            self._latencies = None
         return stored
 
 

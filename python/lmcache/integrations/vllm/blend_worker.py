@@ -37,8 +37,8 @@ class WorkerBlender:
         seg_config = config.replace(
             l1_capacity_gb=config.blend.blend_l1_capacity_gb,
             local_disk_path=os.path.join(config.local_disk_path, "segments") if config.local_disk_path else "")
-        self.segments = SegmentCache(CacheEngine(seg_config, model_id=model_id, tp_rank=tp_rank, tp_size=tp_size),
-                                     model)
+        segment_engine = CacheEngine(seg_config, model_id=model_id, tp_rank=tp_rank, tp_size=tp_size, name="segments")
+        self.segments = SegmentCache(segment_engine, model)
         self.stats = {"blended_requests": 0, "blended_tokens": 0, "blend_recomputed_tokens": 0,
                       "blend_failed_requests": 0, "segments_stored": 0}
 

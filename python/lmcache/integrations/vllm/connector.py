@@ -21,6 +21,7 @@ class LMCacheConnector(KVConnectorBase_V1):
         extra = dict(vllm_config.kv_transfer_config.kv_connector_extra_config or {})
         self._config = Config.load(overrides=extra)
         self._scheduler = self._worker = None
+        self._stats_deltas = None  # vLLM's KV-connector stats (connector_stats), set up on first use
         if role == KVConnectorRole.SCHEDULER:
             from lmcache.integrations.vllm.scheduler_side import SchedulerSide
 
@@ -93,6 +94,32 @@ class LMCacheConnector(KVConnectorBase_V1):
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         return self._worker.take_load_error_blocks() if self._worker else set()
+
+    # ======================================================= vLLM's stats and metrics
+    def get_kv_connector_stats(self):
+        from lmcache.integrations.vllm.connector_stats import Deltas
+
+        if self._stats_deltas is None:
+            self._stats_deltas = Deltas()
+        if self._scheduler is not None:
+            s = self._scheduler.stats
+            return self._stats_deltas.take({"lookup_tokens": s["lookup_tokens"], "hit_tokens": s["hit_tokens"]})
+        if self._worker is None or self._worker.rank != 0:
+            return None  # every rank moves the same tokens: rank 0 speaks for them
+        return self._stats_deltas.take(self._worker.stats)
+
+    @classmethod
+    def build_kv_connector_stats(cls, data: Optional[dict[str, Any]] = None):
+        from lmcache.integrations.vllm.connector_stats import LMCacheConnectorStats
+
+        return LMCacheConnectorStats(data=dict(data)) if data is not None else LMCacheConnectorStats()
+
+    @classmethod
+    def build_prom_metrics(cls, vllm_config: Any, metric_types: dict, labelnames: list[str],
+                           per_engine_labelvalues: dict[int, list[object]]):
+        from lmcache.integrations.vllm.connector_stats import LMCachePromMetrics
+
+        return LMCachePromMetrics(vllm_config, metric_types, labelnames, per_engine_labelvalues)
 
     def shutdown(self) -> None:
         if self._worker is not None:
