@@ -36,8 +36,11 @@ fi
 "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 
 # Build and test dependencies from PyPI.
+# fastapi, uvicorn, prometheus-client: the control API and metrics; schemathesis
+# tests the API against its schema; matplotlib and tqdm: `lmcache bench` and the demo's chart.
 "$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja pytest pyyaml numpy transformers \
-  redis hiredis zstandard lz4 cryptography atheris
+  redis hiredis zstandard lz4 cryptography atheris fastapi uvicorn prometheus-client httpx schemathesis \
+  matplotlib tqdm
 
 # SGLang pins its own torch, so it lives in its own virtual environment (~11 GB,
 # ~3.5 minutes the first time), with lmcache installed there too.
