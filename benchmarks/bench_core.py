@@ -1,11 +1,14 @@
-"""Core benchmark: key hashing + lookup, and L1 store/load bandwidth.
+"""Core benchmark: key hashing + lookup, and L1 store/load bandwidth, in
+process and through a node server (`lmcache server`, shared memory).
 
 Everything is measured in one run and reported next to its baseline:
 - lookup of a 100K-token prompt (all hits) vs the Python sha256 block-hash
   chain engines use (16-token blocks, pickle of (parent, tuple(block)));
 - L1 store/load of 256-token Llama-3.1-8B-shaped chunks (32 layers, 8 KV
   heads, head dim 128, bf16: 32 MiB a chunk) between a paged CPU cache and
-  L1, vs one plain memcpy of the same bytes.
+  L1, vs one plain memcpy of the same bytes;
+- the same store/load through a node server in another process (the engine
+  maps the server's shared pool and copies records itself), vs in-process L1.
 
     python benchmarks/bench_core.py --json out.json
 """
@@ -64,18 +67,16 @@ def bench_lookup(num_tokens: int, repeats: int) -> dict:
     }
 
 
-def bench_l1(num_chunks: int, repeats: int) -> dict:
+def _store_load(cfg: "lmcache.Config", num_chunks: int, repeats: int, prefix: str) -> dict:
+    """Median store and load bandwidth of num_chunks chunks between a paged
+    CPU cache and lmcache (configured by `cfg`)."""
     layers, heads, head_dim, block, chunk = 32, 8, 128, 16, 256
     num_tokens = num_chunks * chunk
     blocks = num_tokens // block
-    cfg = lmcache.Config(chunk_size=chunk, l1_capacity_gb=(num_chunks + 1) * 32.1 / 1024)
     kv = [torch.randn(2, blocks, block, heads, head_dim).to(torch.bfloat16) for _ in range(layers)]
     dst = [torch.zeros_like(t) for t in kv]
-    chunk_bytes = layers * 2 * chunk * heads * head_dim * 2
-    total = num_chunks * chunk_bytes
     perm = np.random.default_rng(1).permutation(blocks).astype(np.int64)  # scattered blocks, as in an engine
     rng = np.random.default_rng(2)
-
     store_times, load_times = [], []
     with lmcache.CacheEngine(cfg, model_id="bench-l1") as engine:
         engine.register_kv_caches(kv)
@@ -92,19 +93,47 @@ def bench_l1(num_chunks: int, repeats: int) -> dict:
                 store_times.append(t1 - t0)
                 load_times.append(t2 - t1)
         assert all(torch.equal(a, b) for a, b in zip(kv, dst))
+    gb = num_chunks * layers * 2 * chunk * heads * head_dim * 2 / 1e9
+    return {f"{prefix}_store_gbps": gb / statistics.median(store_times),
+            f"{prefix}_load_gbps": gb / statistics.median(load_times)}
 
+
+def bench_l1(num_chunks: int, repeats: int) -> dict:
+    chunk_bytes = 32 * 2 * 256 * 8 * 128 * 2
+    capacity_gb = (num_chunks + 1) * chunk_bytes / 2**30
+    out = _store_load(lmcache.Config(chunk_size=256, l1_capacity_gb=capacity_gb), num_chunks, repeats, "l1")
+    total = num_chunks * chunk_bytes
     src = np.random.default_rng(3).integers(0, 255, size=total, dtype=np.uint8)
-    out = np.empty_like(src)
-    np.copyto(out, src)
-    memcpy_s = median_time(lambda: np.copyto(out, src), repeats)
-    gb = total / 1e9
-    return {
-        "l1_store_gbps": gb / statistics.median(store_times),
-        "l1_load_gbps": gb / statistics.median(load_times),
-        "memcpy_gbps": gb / memcpy_s,
-        "chunk_mib": chunk_bytes / 2**20,
-        "chunks_per_call": num_chunks,
-    }
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    memcpy_s = median_time(lambda: np.copyto(dst, src), repeats)
+    out.update(memcpy_gbps=total / 1e9 / memcpy_s, chunk_mib=chunk_bytes / 2**20, chunks_per_call=num_chunks)
+    return out
+
+
+def bench_shm(num_chunks: int, repeats: int) -> dict:
+    """The same through `lmcache server` in another process."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    chunk_bytes = 32 * 2 * 256 * 8 * 128 * 2
+    capacity_gb = (num_chunks + 1) * chunk_bytes / 2**30
+    work = tempfile.mkdtemp(prefix="lmcache-bench-shm-")
+    sock = os.path.join(work, "run", "lmcache.sock")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMCACHE_")}
+    env.update(LMCACHE_CHUNK_SIZE="256", LMCACHE_L1_CAPACITY_GB=str(capacity_gb))
+    server = subprocess.Popen([sys.executable, "-m", "lmcache.cli", "server", "--socket", sock], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        if "serving" not in server.stdout.readline():
+            raise RuntimeError("lmcache server did not start")
+        cfg = lmcache.Config(chunk_size=256, server_socket=sock)
+        return _store_load(cfg, num_chunks, repeats, "shm")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def main() -> None:
@@ -117,15 +146,20 @@ def main() -> None:
     results = {}
     results.update(bench_lookup(100_000, args.repeats * 5))
     results.update(bench_l1(args.chunks, args.repeats))
+    results.update(bench_shm(args.chunks, args.repeats))
     results["lookup_speedup_vs_sha256"] = results["sha256_ns_per_token_100k"] / results["lookup_ns_per_token_100k"]
     results["l1_store_vs_memcpy"] = results["l1_store_gbps"] / results["memcpy_gbps"]
     results["l1_load_vs_memcpy"] = results["l1_load_gbps"] / results["memcpy_gbps"]
+    results["shm_store_vs_l1"] = results["shm_store_gbps"] / results["l1_store_gbps"]
+    results["shm_load_vs_l1"] = results["shm_load_gbps"] / results["l1_load_gbps"]
 
     targets = {
         "lookup_ns_per_token_100k": ("<=", 10.0),
         "lookup_speedup_vs_sha256": (">=", 7.0),
         "l1_store_vs_memcpy": (">=", 0.8),
         "l1_load_vs_memcpy": (">=", 0.8),
+        "shm_store_vs_l1": (">=", 0.8),
+        "shm_load_vs_l1": (">=", 0.8),
     }
     checks = [(f"{key} {op} {bound:g}", results[key] <= bound if op == "<=" else results[key] >= bound)
               for key, (op, bound) in targets.items()]

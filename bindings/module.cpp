@@ -23,6 +23,7 @@ using namespace lmcache;
 
 namespace lmcache {
 void BindBufferFunctions(py::module_& m);  // buffer_functions.cpp
+void BindSharedMover(py::module_& m);      // shared_binding.cpp
 }
 
 namespace {
@@ -43,8 +44,9 @@ class PyRuntime {
     if (remote_) remote_->Release();
   }
 
-  void SetShape(uint32_t layers, uint32_t planes, uint32_t heads, uint32_t head_dim, const std::string& dtype) {
-    KVShape s{layers, planes, heads, head_dim, ParseDType(dtype)};
+  void SetShape(uint32_t layers, uint32_t planes, uint32_t heads, uint32_t head_dim, const std::string& dtype,
+                uint32_t opaque_block_size) {
+    KVShape s{layers, planes, heads, head_dim, ParseDType(dtype), opaque_block_size};
     py::gil_scoped_release nogil;
     Check(rt_->SetShape(s));
   }
@@ -140,6 +142,45 @@ class PyRuntime {
     py::gil_scoped_release nogil;
     Check(rt_->Evict(keys.keys, include_disk, &removed));
     return removed;
+  }
+
+  // The node server's calls (cache_runtime_shared.cpp).
+  py::tuple SharedPool() const {
+    int fd = -1;
+    size_t region = 0, slab = 0;
+    Check(rt_->SharedPool(&fd, &region, &slab));
+    return py::make_tuple(fd, region, slab);
+  }
+
+  std::vector<int64_t> HoldPrefix(const ChunkKeys& keys, size_t max_chunks) {
+    std::vector<int64_t> slabs;
+    py::gil_scoped_release nogil;
+    Check(rt_->HoldPrefix(keys.keys, max_chunks, &slabs));
+    return slabs;
+  }
+
+  void ReleaseHeld(const ChunkKeys& keys) {
+    py::gil_scoped_release nogil;
+    Check(rt_->ReleaseHeld(keys.keys));
+  }
+
+  std::vector<int64_t> ReserveForWrite(const ChunkKeys& keys) {
+    std::vector<int64_t> slabs;
+    py::gil_scoped_release nogil;
+    Check(rt_->ReserveForWrite(keys.keys, &slabs));
+    return slabs;
+  }
+
+  size_t CommitWritten(const ChunkKeys& keys, const std::vector<int64_t>& slabs) {
+    size_t published = 0;
+    py::gil_scoped_release nogil;
+    Check(rt_->CommitWritten(keys.keys, slabs, &published));
+    return published;
+  }
+
+  void AbortWritten(const ChunkKeys& keys, const std::vector<int64_t>& slabs) {
+    py::gil_scoped_release nogil;
+    Check(rt_->AbortWritten(keys.keys, slabs));
   }
 
   void FlushWrites() {
@@ -263,7 +304,7 @@ PYBIND11_MODULE(_core, m) {
            "Runtime(**options): lmcache's config keys (lmcache._core.option_table()), plus tp_rank, tp_size and "
            "record_key (bytes); keys left out keep their defaults.")
       .def("set_shape", &PyRuntime::SetShape, py::arg("num_layers"), py::arg("num_planes"), py::arg("num_heads"),
-           py::arg("head_dim"), py::arg("dtype"))
+           py::arg("head_dim"), py::arg("dtype"), py::arg("opaque_block_size") = 0)
       .def("register_layout", &PyRuntime::RegisterLayout, py::arg("layout"))
       .def("keys", &PyRuntime::Keys, py::arg("tokens"),
            "The ChunkKeys of the whole chunks of `tokens`, in the configured key scheme (one pass, counted).")
@@ -292,6 +333,16 @@ PYBIND11_MODULE(_core, m) {
       .def("evict", &PyRuntime::Evict, py::arg("keys"), py::arg("include_disk") = false,
            "Drops these chunks from host memory (and disk); in-use and pinned ones stay. Returns records removed.")
       .def("flush_writes", &PyRuntime::FlushWrites, "Waits until queued writes to disk are done.")
+      .def("shared_pool", &PyRuntime::SharedPool,
+           "(fd, region_bytes, slab_bytes) of the shared host pool (l1_shared_memory); the fd stays the runtime's.")
+      .def("hold_prefix", &PyRuntime::HoldPrefix, py::arg("keys"), py::arg("max_chunks"),
+           "Slabs of the cached prefix (at most max_chunks), each held until release_held.")
+      .def("release_held", &PyRuntime::ReleaseHeld, py::arg("keys"))
+      .def("reserve_for_write", &PyRuntime::ReserveForWrite, py::arg("keys"),
+           "A slab per key for a writer in another process (-1: cached, being written, or no room).")
+      .def("commit_written", &PyRuntime::CommitWritten, py::arg("keys"), py::arg("slabs"),
+           "Checks and publishes the records written into the reserved slabs; returns how many were published.")
+      .def("abort_written", &PyRuntime::AbortWritten, py::arg("keys"), py::arg("slabs"))
       .def_property_readonly("disk_backend", &PyRuntime::DiskBackend,
                              "'io_uring', 'threads' (+ ' (buffered)' without O_DIRECT), or '' without a disk tier")
       .def("corrupt_chunk_for_testing", &PyRuntime::CorruptChunkForTesting, py::arg("key_hex"))
@@ -310,6 +361,7 @@ PYBIND11_MODULE(_core, m) {
 
   BindBufferFunctions(m);
   BindOptionTables(m);
+  BindSharedMover(m);
   m.def("sglang_page_names", [](const py::object& tokens, size_t page_size) {
           TokenInput t(tokens);
           if (!SglangKeysAvailable()) ThrowStatus(Status::InvalidArgument("SGLang's page names need SHA-256: this "

@@ -1,6 +1,7 @@
 #include "host_pool.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -16,7 +17,7 @@ constexpr size_t kHugePage = 2u << 20;
 size_t RoundUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
 }  // namespace
 
-Status HostPool::Create(size_t slab_bytes, size_t capacity_bytes, std::unique_ptr<HostPool>* out) {
+Status HostPool::Create(size_t slab_bytes, size_t capacity_bytes, std::unique_ptr<HostPool>* out, bool shared) {
   if (slab_bytes == 0) return Status::InvalidArgument("host pool slab size must be positive");
   const size_t slab = RoundUp(slab_bytes, kAlignment);
   const size_t num_slabs = capacity_bytes / slab;
@@ -33,22 +34,44 @@ Status HostPool::Create(size_t slab_bytes, size_t capacity_bytes, std::unique_pt
   // ordinary pages with a transparent-huge-page hint.
   const size_t bytes = num_slabs * slab;
   const size_t huge_bytes = RoundUp(bytes, kHugePage);
-  void* p = mmap(nullptr, huge_bytes, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0);
-  if (p != MAP_FAILED) {
-    pool->huge_pages_ = true;
-    pool->region_bytes_ = huge_bytes;
-  } else {
-    p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* p = MAP_FAILED;
+  if (shared) {
+    // A memory file only its creator holds a descriptor of (close-on-exec;
+    // handed to engines over a Unix socket, never through the file system).
+    pool->shared_fd_ = memfd_create("lmcache-host-pool", MFD_CLOEXEC);
+    if (pool->shared_fd_ < 0) return Status::OutOfMemory("memfd_create for the shared host pool failed", errno);
+    if (ftruncate(pool->shared_fd_, static_cast<off_t>(bytes)) != 0) {
+      const int err = errno;
+      close(pool->shared_fd_);
+      pool->shared_fd_ = -1;
+      return Status::OutOfMemory("sizing the shared host pool to " + std::to_string(bytes) + " bytes failed", err);
+    }
+    p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, pool->shared_fd_, 0);
     if (p == MAP_FAILED) {
-      return Status::OutOfMemory("mmap of " + std::to_string(bytes) + " bytes for the host pool failed", errno);
+      const int err = errno;
+      close(pool->shared_fd_);
+      pool->shared_fd_ = -1;
+      return Status::OutOfMemory("mmap of the shared host pool failed", err);
     }
     pool->region_bytes_ = bytes;
-    madvise(p, bytes, MADV_HUGEPAGE);  // a hint; failure is harmless
-    // Pre-fault after the hint so the kernel can back the region with huge pages.
-    if (madvise(p, bytes, MADV_POPULATE_WRITE) != 0) {
-      // Older kernels: touch one byte per page instead.
-      for (size_t off = 0; off < bytes; off += kAlignment) static_cast<volatile uint8_t*>(p)[off] = 0;
+  } else {
+    p = mmap(nullptr, huge_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE,
+             -1, 0);
+    if (p != MAP_FAILED) {
+      pool->huge_pages_ = true;
+      pool->region_bytes_ = huge_bytes;
+    } else {
+      p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) {
+        return Status::OutOfMemory("mmap of " + std::to_string(bytes) + " bytes for the host pool failed", errno);
+      }
+      pool->region_bytes_ = bytes;
+      madvise(p, bytes, MADV_HUGEPAGE);  // a hint; failure is harmless
+      // Pre-fault after the hint so the kernel can back the region with huge pages.
+      if (madvise(p, bytes, MADV_POPULATE_WRITE) != 0) {
+        // Older kernels: touch one byte per page instead.
+        for (size_t off = 0; off < bytes; off += kAlignment) static_cast<volatile uint8_t*>(p)[off] = 0;
+      }
     }
   }
   pool->base_ = static_cast<uint8_t*>(p);
@@ -58,6 +81,8 @@ Status HostPool::Create(size_t slab_bytes, size_t capacity_bytes, std::unique_pt
     const int err = errno;
     munmap(p, pool->region_bytes_);
     pool->base_ = nullptr;
+    if (pool->shared_fd_ >= 0) close(pool->shared_fd_);
+    pool->shared_fd_ = -1;
     return Status::OutOfMemory(
         "madvise(MADV_DONTDUMP) on the host pool failed; refusing a pool that core dumps would hold", err);
   }
@@ -72,6 +97,7 @@ Status HostPool::Create(size_t slab_bytes, size_t capacity_bytes, std::unique_pt
 }
 
 HostPool::~HostPool() {
+  if (shared_fd_ >= 0) close(shared_fd_);
   if (base_ == nullptr) return;
   if (device_registered_) UnregisterHostMemory(base_);
   munmap(base_, region_bytes_);

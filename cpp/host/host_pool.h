@@ -28,7 +28,10 @@ class HostPool {
   static constexpr size_t kAlignment = 4096;
 
   // Reserves floor(capacity_bytes / slab) slabs of at least `slab_bytes` each.
-  static Status Create(size_t slab_bytes, size_t capacity_bytes, std::unique_ptr<HostPool>* out);
+  // shared: the region is a memory file (memfd) that other processes can map
+  // through shared_fd() (the node server hands it to the engines it serves).
+  static Status Create(size_t slab_bytes, size_t capacity_bytes, std::unique_ptr<HostPool>* out,
+                       bool shared = false);
   ~HostPool();
   HostPool(const HostPool&) = delete;
   HostPool& operator=(const HostPool&) = delete;
@@ -46,6 +49,7 @@ class HostPool {
   size_t region_bytes() const { return region_bytes_; }
   bool huge_pages() const { return huge_pages_; }
   bool device_registered() const { return device_registered_; }
+  int shared_fd() const { return shared_fd_; }  // -1 unless shared
 
  private:
   HostPool() = default;
@@ -56,6 +60,7 @@ class HostPool {
   size_t num_slabs_ = 0;
   bool huge_pages_ = false;
   bool device_registered_ = false;
+  int shared_fd_ = -1;
 
   mutable std::mutex mu_;
   std::vector<int64_t> free_stack_;  // guarded by mu_

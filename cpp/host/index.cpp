@@ -49,6 +49,14 @@ void Index::WaitForShortWrite(const ChunkKey& key) {
   });
 }
 
+bool Index::PeekReserved(const ChunkKey& key, Entry* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end() || it->second.ready) return false;
+  *out = it->second;
+  return true;
+}
+
 Status Index::Abort(const ChunkKey& key, Entry* removed) {
   {
     std::lock_guard<std::mutex> lock(mu_);

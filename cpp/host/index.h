@@ -54,6 +54,8 @@ class Index {
   // Returns once `key` is not being written by a short write (committed,
   // aborted, absent, or reserved by a store, which may take long).
   void WaitForShortWrite(const ChunkKey& key);
+  // Whether `key` is reserved (being written) now, and its entry.
+  bool PeekReserved(const ChunkKey& key, Entry* out) const;
   // Drops a reserved entry; returns it so the caller can free its space.
   Status Abort(const ChunkKey& key, Entry* removed);
 

@@ -140,7 +140,8 @@ Status CacheRuntime::SetShape(const KVShape& s) {
   }
   const ChunkShape chunk{s.num_layers, s.num_planes, s.num_heads, s.head_dim, s.dtype, options_.chunk_size};
   std::unique_ptr<HostPool> pool;
-  LMC_RETURN_IF_ERROR(HostPool::Create(chunk.record_bytes(), options_.l1_capacity_bytes, &pool));
+  LMC_RETURN_IF_ERROR(HostPool::Create(chunk.record_bytes(), options_.l1_capacity_bytes, &pool,
+                                       options_.l1_shared_memory));
   NamespaceSpec ns;
   ns.model_id = options_.model_id;
   ns.num_layers = s.num_layers;

@@ -218,6 +218,24 @@ class CacheRuntime {
   // Drops the given chunks from host memory (and, include_disk, from disk);
   // chunks in use or pinned stay. *removed: records removed.
   Status Evict(const std::vector<ChunkKey>& keys, bool include_disk, size_t* removed);
+
+  // The node server's calls (l1_shared_memory): engines in other processes
+  // map the host pool and copy records themselves; the runtime keeps the
+  // index, the references and the other tiers (cache_runtime_shared.cpp).
+  // SharedPool: the pool's memory file and geometry.
+  Status SharedPool(int* fd, size_t* region_bytes, size_t* slab_bytes) const;
+  // Holds the cached prefix of `keys` (at most max_chunks; disk and remote
+  // chunks brought into host memory first) and gives each held chunk's slab.
+  // Every chunk given stays referenced (never evicted) until ReleaseHeld.
+  Status HoldPrefix(const std::vector<ChunkKey>& keys, size_t max_chunks, std::vector<int64_t>* slabs);
+  Status ReleaseHeld(const std::vector<ChunkKey>& keys);
+  // Reserves a slab for each key not cached yet (-1: cached, being written,
+  // or no room) for a writer in another process; CommitWritten checks each
+  // record it wrote (header, key, checksum) and publishes it, or drops it;
+  // AbortWritten gives reservations back (a writer that failed or died).
+  Status ReserveForWrite(const std::vector<ChunkKey>& keys, std::vector<int64_t>* slabs);
+  Status CommitWritten(const std::vector<ChunkKey>& keys, const std::vector<int64_t>& slabs, size_t* published);
+  Status AbortWritten(const std::vector<ChunkKey>& keys, const std::vector<int64_t>& slabs);
   // Blocks until queued writes have reached the disk and remote tiers (tests, clean shutdown).
   void FlushWrites();
 
@@ -285,6 +303,14 @@ class CacheRuntime {
   int64_t AllocateSlab();
   void FreeEntry(const Entry& e);
   ChunkShape StoredShape() const;
+  // Takes a slab (evicting if need be) and reserves `key` on it for a writer.
+  enum class SlabReservation { kReserved, kSkipped, kNoRoom };
+  SlabReservation ReserveSlab(const ChunkKey& key, const ChunkShape& shape, int64_t* slab);
+  // References the leading chunks of keys[0, wanted) that some local tier
+  // holds (disk ones read into host memory first); held[c].ready for each
+  // chunk referenced; *prefix: chunks up to the first that no tier has.
+  void AcquireLocalPrefix(const std::vector<ChunkKey>& keys, size_t wanted, std::vector<Entry>* held,
+                          size_t* prefix);
   // Reads disk records into L1 (verifying header and checksum; a bad record
   // is deleted). With `held`, every chunk that ends up in L1 is also
   // acquired and its entry returned (ready == false: not available).

@@ -35,25 +35,9 @@ Status CacheRuntime::BeginLoad(const std::vector<ChunkKey>& keys, const KVLayout
   // Take references on the prefix's chunks in L1; chunks found only on disk
   // are read into L1 (promoted) and referenced too. Referenced chunks are
   // never evicted, so nothing moves under the copies until Finish.
-  std::vector<Entry> held(wanted_chunks);
-  std::vector<ChunkKey> from_disk;
+  std::vector<Entry> held;
   size_t prefix = 0;
-  for (; prefix < wanted_chunks; ++prefix) {
-    if (index_.Acquire(keys[prefix], &held[prefix])) continue;
-    held[prefix].ready = false;
-    if (disk_ && disk_->Contains(keys[prefix])) {
-      from_disk.push_back(keys[prefix]);
-      continue;
-    }
-    break;  // the prefix ends at the first chunk no tier has
-  }
-  if (!from_disk.empty()) {
-    std::vector<Entry> promoted;
-    PromoteFromDisk(from_disk, &promoted);
-    for (size_t c = 0, j = 0; c < prefix; ++c) {
-      if (!held[c].ready) held[c] = promoted[j++];
-    }
-  }
+  AcquireLocalPrefix(keys, wanted_chunks, &held, &prefix);
 
   std::unique_ptr<PendingLoad> load(new PendingLoad(this));
   load->layout_ = layout;
@@ -108,6 +92,30 @@ Status CacheRuntime::BeginLoad(const std::vector<ChunkKey>& keys, const KVLayout
   }
   *out = std::move(load);  // outside the lock: a handle *out held before finishes in its destructor
   return Status::Ok();
+}
+
+void CacheRuntime::AcquireLocalPrefix(const std::vector<ChunkKey>& keys, size_t wanted, std::vector<Entry>* held,
+                                      size_t* prefix) {
+  held->assign(wanted, Entry{});
+  std::vector<ChunkKey> from_disk;
+  size_t n = 0;
+  for (; n < wanted; ++n) {
+    if (index_.Acquire(keys[n], &(*held)[n])) continue;
+    (*held)[n].ready = false;
+    if (disk_ && disk_->Contains(keys[n])) {
+      from_disk.push_back(keys[n]);
+      continue;
+    }
+    break;  // the prefix ends at the first chunk no tier has
+  }
+  if (!from_disk.empty()) {
+    std::vector<Entry> promoted;
+    PromoteFromDisk(from_disk, &promoted);
+    for (size_t c = 0, j = 0; c < n; ++c) {
+      if (!(*held)[c].ready) (*held)[c] = promoted[j++];
+    }
+  }
+  *prefix = n;
 }
 
 Status CacheRuntime::LoadLayersOf(PendingLoad* load, uint32_t end_layer) {

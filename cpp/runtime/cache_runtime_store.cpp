@@ -43,23 +43,10 @@ Status CacheRuntime::BeginStore(const std::vector<ChunkKey>& all_keys, const KVL
   for (size_t c = 0; c < keys.size(); ++c) {
     const int64_t* chunk_slots = slots + c * cs;
     if (std::any_of(chunk_slots, chunk_slots + cs, [](int64_t s) { return s < 0; })) continue;
-    if (index_.ContainsReady(keys[c])) {
-      ++skipped;
-      continue;
-    }
-    const int64_t slab = AllocateSlab();
-    if (slab == HostPool::kNoSlab) {
-      ++dropped;
-      continue;
-    }
-    Entry e;
-    e.tier = Tier::kHost;
-    e.location = slab;
-    e.bytes = shape.record_bytes();
-    e.num_tokens = cs;
-    if (!index_.Reserve(keys[c], e)) {  // another call is writing or just wrote it
-      (void)pool_->Free(slab);
-      ++skipped;
+    int64_t slab = -1;
+    const SlabReservation r = ReserveSlab(keys[c], shape, &slab);
+    if (r != SlabReservation::kReserved) {
+      ++(r == SlabReservation::kNoRoom ? dropped : skipped);
       continue;
     }
     ChunkTransfer t;
@@ -101,6 +88,24 @@ Status CacheRuntime::BeginStore(const std::vector<ChunkKey>& all_keys, const KVL
   }
   *out = std::move(store);  // outside the lock (see BeginLoad)
   return Status::Ok();
+}
+
+CacheRuntime::SlabReservation CacheRuntime::ReserveSlab(const ChunkKey& key, const ChunkShape& shape,
+                                                       int64_t* slab) {
+  if (index_.ContainsReady(key)) return SlabReservation::kSkipped;
+  *slab = AllocateSlab();
+  if (*slab == HostPool::kNoSlab) return SlabReservation::kNoRoom;
+  Entry e;
+  e.tier = Tier::kHost;
+  e.location = *slab;
+  e.bytes = shape.record_bytes();
+  e.num_tokens = shape.num_tokens;
+  if (!index_.Reserve(key, e)) {  // another call is writing or just wrote it
+    (void)pool_->Free(*slab);
+    *slab = -1;
+    return SlabReservation::kSkipped;
+  }
+  return SlabReservation::kReserved;
 }
 
 Status CacheRuntime::FinishStore(PendingStore* store, bool publish) {

@@ -108,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
                                       "holds (needed for lookups by token ids), e.g. 32,8,128,bfloat16")
     s.set_defaults(run=_serve_control)
 
+    sv = sub.add_parser("server", help="the node's cache: serve one cache (shared memory, disk, remote) to every "
+                                       "engine on the node until SIGTERM",
+                        description="Owns the host pool in shared memory, the disk tier and the remote tier from "
+                                    "the configuration; engines with server_socket set attach to it.")
+    sv.add_argument("--socket", help="the Unix socket (default: server_socket of the configuration)")
+    sv.set_defaults(run=_server)
+
     cf = sub.add_parser("config", help="print the effective configuration and where each value came from")
     cf.add_argument("--file", help="a YAML file (default: LMCACHE_CONFIG_FILE)")
     cf.add_argument("--keys", action="store_true", help="list every key with its type, default and doc instead")
@@ -220,6 +227,17 @@ def _serve_control(args) -> int:
     server.stop()
     engine.close()
     return 0
+
+
+def _server(args) -> int:
+    from lmcache.config import Config
+    from lmcache.server.daemon import serve
+
+    config = Config.load()
+    path = args.socket or config.server.server_socket
+    if not path:
+        raise CliError("no socket given: pass --socket PATH or set server_socket (LMCACHE_SERVER_SOCKET)")
+    return serve(config, path)
 
 
 # ---------------------------------------------------------------- helpers

@@ -195,6 +195,40 @@ class ControlOptions(_Section):
 
 
 @dataclass(frozen=True)
+class ServerOptions(_Section):
+    """The node server (`lmcache server`) and the engines attached to it."""
+
+    NAME: ClassVar[str] = "server"
+    server_socket: str = _field(
+        "", "The node server's Unix socket: engines with it set use the server's cache instead of one of their "
+        "own; `lmcache server` serves it. Its directory belongs to the server's user.", section="server")
+    server_lease_timeout_s: float = _field(
+        30.0, "Server: chunks an engine reads or writes are held at most this long, then taken back (a hung "
+        "engine cannot pin the pool).", section="server", minimum=0.1, maximum=_MAX_SECONDS)
+    server_reconnect_s: float = _field(
+        1.0, "Engine: while the server is away, lookups are misses and attaching is retried this often.",
+        section="server", minimum=0.01, maximum=3600.0)
+    server_allowed_uids: str = _field(
+        "", "Server: other users allowed to attach, comma-separated uids (the server's own user always is).",
+        section="server")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.allowed_uids()  # checked once, when the config is made
+
+    def allowed_uids(self) -> list[int]:
+        text = self.server_allowed_uids.strip()
+        try:
+            uids = [int(part) for part in text.split(",")] if text else []
+        except ValueError:
+            uids = [-1]
+        if any(not 0 <= u < 1 << 31 for u in uids):
+            raise ConfigError(f"config key 'server_allowed_uids': {self.server_allowed_uids!r} is not a "
+                              "comma-separated list of uids")
+        return uids
+
+
+@dataclass(frozen=True)
 class TestingOptions(_Section):
     """Fault injection, for tests that prove failures become misses."""
 
@@ -207,7 +241,7 @@ class TestingOptions(_Section):
     fault_load_max: int = _field(0, "Testing: faults injected at most (0: no limit).", section="testing", minimum=0)
 
 
-_SECTION_TYPES: tuple = (VllmOptions, BlendOptions, ControlOptions, TestingOptions)
+_SECTION_TYPES: tuple = (VllmOptions, BlendOptions, ControlOptions, ServerOptions, TestingOptions)
 SECTIONS = ("runtime", "remote", "security") + tuple(s.NAME for s in _SECTION_TYPES)
 
 
@@ -228,6 +262,7 @@ class Config:
     eviction_policy: str = _NATIVE
     model_id: str = _NATIVE
     tenant_salt: str = _NATIVE
+    l1_shared_memory: bool = _NATIVE
     verify_l1_checksums: bool = _NATIVE
     key_scheme: str = _NATIVE
     local_disk_path: str = _NATIVE
@@ -252,6 +287,7 @@ class Config:
     vllm: VllmOptions = field(default_factory=VllmOptions)
     blend: BlendOptions = field(default_factory=BlendOptions)
     control: ControlOptions = field(default_factory=ControlOptions)
+    server: ServerOptions = field(default_factory=ServerOptions)
     testing: TestingOptions = field(default_factory=TestingOptions)
 
     def __init__(self, **values: Any) -> None:

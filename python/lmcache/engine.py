@@ -59,11 +59,17 @@ class CacheEngine:
         self.latencies = OperationLatencies()  # exported by lmcache.metrics
         key = record_key(self.config)  # None: the disk tier keeps a key of its own
         self._pid = os.getpid()
-        options = self.config.runtime_options()
-        options.update(self._disk_options(tp_rank, tp_size))
-        self._runtime = _core.Runtime(**options, tp_rank=tp_rank, tp_size=tp_size, record_key=key or b"")
         self._remote = None
-        if self.config.remote_url:
+        if self.config.server.server_socket:
+            # The node's cache (lmcache server): same calls, the server's tiers.
+            from lmcache.server.client import ServerRuntime
+
+            self._runtime = ServerRuntime(self.config, tp_rank=tp_rank, tp_size=tp_size, record_key=key or b"")
+        else:
+            options = self.config.runtime_options()
+            options.update(self._disk_options(tp_rank, tp_size))
+            self._runtime = _core.Runtime(**options, tp_rank=tp_rank, tp_size=tp_size, record_key=key or b"")
+        if self.config.remote_url and not self.config.server.server_socket:
             from lmcache.remote import RemoteTls, make_remote_tier
             from lmcache.remote.store import RemoteStore
 

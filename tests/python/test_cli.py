@@ -17,7 +17,7 @@ import lmcache
 
 LMCACHE = shutil.which("lmcache")
 DOC = list(range(2000, 2064))  # 4 chunks of 16
-COMMANDS = ["demo", "bench", "stats", "lookup", "pin", "prefetch", "evict", "clear", "health", "serve-control",
+COMMANDS = ["demo", "bench", "stats", "lookup", "pin", "prefetch", "evict", "clear", "health", "serve-control", "server",
             "config", "version"]
 
 

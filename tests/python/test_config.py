@@ -195,10 +195,11 @@ def test_every_key_is_visible_to_type_checkers():
     assert hints["vllm"] is VllmOptions and hints["testing"] is TestingOptions
     assert typing.get_type_hints(VllmOptions)["lookup_timeout_s"] is float
     section_keys = set(typing.get_type_hints(VllmOptions)) | set(typing.get_type_hints(TestingOptions))
-    from lmcache.config import BlendOptions, ControlOptions
+    from lmcache.config import BlendOptions, ControlOptions, ServerOptions
 
-    section_keys |= set(typing.get_type_hints(BlendOptions)) | set(typing.get_type_hints(ControlOptions))
-    assert set(Config.keys()) == ((set(hints) - {"vllm", "blend", "control", "testing"}) | section_keys
+    for section in (BlendOptions, ControlOptions, ServerOptions):
+        section_keys |= set(typing.get_type_hints(section))
+    assert set(Config.keys()) == ((set(hints) - {"vllm", "blend", "control", "server", "testing"}) | section_keys
                                   - {"NAME", "__test__"})
 
 
