@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from lmcache import _core
 from lmcache.config import Config
-from lmcache.errors import InvalidStateError
+from lmcache.errors import ConfigError, InvalidStateError
 from lmcache.server import protocol as P
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,11 @@ class ServerRuntime:
                     pass
 
     def register_layout(self, layout) -> None:
+        if layout.device >= 0:
+            # SharedMover copies host-memory caches; registering the mapped
+            # pool with CUDA for the kernels is not built yet.
+            raise ConfigError("config key 'server_socket': the node server serves KV caches in host memory only "
+                              "in this version; a GPU engine keeps its own cache (unset server_socket)")
         opaque = layout.block_size if layout.opaque_block_bytes else 0
         self.set_shape(layout.num_layers, layout.num_planes, layout.num_heads, layout.head_dim, layout.dtype, opaque)
         self._keys_rt.register_layout(layout)

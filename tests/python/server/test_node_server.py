@@ -234,3 +234,27 @@ def test_malformed_frames_drop_the_connection_not_the_server(node):
     with engine(node) as a:  # still serving
         a.register_kv_caches(flash_attn_cache(blocks=16))
         assert a.store(DOC, block_ids=list(range(16))) == 128
+
+
+def test_the_server_serves_the_node_control_api_and_metrics(tmp_path):
+    import json
+    import urllib.request
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    node = NodeServerProcess(str(tmp_path / "run" / "s.sock"), chunk_size=16, l1_capacity_gb=0.02,
+                             control_port=port)
+    try:
+        with engine(node) as a:
+            a.register_kv_caches(flash_attn_cache(blocks=16))
+            a.store(DOC, block_ids=list(range(16)))
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as r:
+                caches = json.loads(r.read())["caches"]
+            assert caches["pool-1"]["stored_chunks"] == 8 and caches["pool-1"]["l1_chunks"] == 8
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            assert 'lmcache_stored_tokens_total{cache="pool-1"' in text
+    finally:
+        node.stop()
