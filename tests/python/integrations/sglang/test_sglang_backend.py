@@ -209,3 +209,35 @@ def test_lmcache_config_is_a_sub_dict_of_the_extra_config():
         lmcache_config_of({"backend_name": "lmcache", "l1_capacity_gb": 4})
     with pytest.raises(ConfigError, match="mapping"):
         lmcache_config_of({"lmcache": "chunk_size=64"})
+
+
+def test_two_backends_share_one_node_server(tmp_path):
+    """SGLang's backend on the node's cache by configuration only
+    (server_socket): pages one backend stores, another (another layout,
+    another engine) reads back byte for byte."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "server"))
+    from node_server import NodeServerProcess
+
+    node = NodeServerProcess(str(tmp_path / "run" / "node.sock"), chunk_size=P, l1_capacity_gb=0.05)
+    try:
+        a_host, b_host = host_pool(False, "page_first"), host_pool(False, "layer_first")
+        a_host.kv_buffer.copy_(torch.randn(a_host.kv_buffer.shape).to(a_host.kv_buffer.dtype))
+        a = backend(a_host, server_socket=node.socket_path)
+        b = backend(b_host, server_socket=node.socket_path)
+        keys = page_keys(list(range(700, 700 + 3 * P)))
+        src = a_host.alloc(3 * P)
+        assert a.batch_set_v1(keys, src) == [True] * 3
+        assert b.batch_exists(keys) == 3
+        dst = b_host.alloc(3 * P)
+        assert b.batch_get_v1(keys, dst) == [True] * 3
+        L = a_host.layer_num
+        for want, got in zip(pages(a_host, src), pages(b_host, dst)):
+            # page_first flat pages are [2, P, L, ..], layer_first ones [2, L, P, ..]: compare per token.
+            assert torch.equal(want.view(2, P, L, -1), got.view(2, L, P, -1).transpose(1, 2))
+        assert b.engine.stats()["server_connected"]
+        a.close()
+        b.close()
+    finally:
+        node.stop()
