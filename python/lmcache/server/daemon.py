@@ -97,16 +97,20 @@ class NodeServer:
     def _listen(self) -> socket.socket:
         directory = os.path.dirname(self.path)
         shared = len(self.allowed_uids) > 1
+        # Other users reach the socket only when allowed (their uid is still checked on connect).
+        mode = 0o711 if shared else 0o700
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            os.mkdir(directory, mode)
+            os.chmod(directory, mode)  # the umask may have taken bits away
+        except FileExistsError:
+            pass  # an existing directory is used as it is, never re-permissioned: checked below
         except OSError as e:
             raise ConfigError(f"config key 'server_socket': cannot make {directory!r}: {e.strerror}") from None
         st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o022:
-            raise ConfigError(f"config key 'server_socket': {directory!r} must be a directory of this user that "
-                              "others cannot write to")
-        # Other users reach the socket only when allowed (their uid is still checked on connect).
-        os.chmod(directory, 0o711 if shared else 0o700)
+        too_open = stat.S_IMODE(st.st_mode) & (0o022 if shared else 0o077)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or too_open:
+            raise ConfigError(f"config key 'server_socket': {directory!r} must be a directory of this user with "
+                              f"mode {oct(mode)[2:]} (it holds the socket every engine trusts)")
         if os.path.lexists(self.path):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                 try:
@@ -175,7 +179,8 @@ class NodeServer:
                 try:
                     reply, extra_fds = self._handle(s, op, header, body)
                     P.send(s.conn, P.OK, reply, fds=extra_fds)
-                except (P.ProtocolError, LMCacheError, ValueError, KeyError) as e:
+                except (P.ProtocolError, LMCacheError, ValueError, KeyError, TypeError, OverflowError) as e:
+                    # A bad request is answered with one line; the session and the server go on.
                     P.send(s.conn, P.ERROR, {"error": f"{type(e).__name__}: {e}"})
         except (P.ProtocolError, OSError) as e:
             if not isinstance(e, P.ProtocolError) or "closed" not in str(e):
@@ -255,7 +260,10 @@ class NodeServer:
         if op == P.LOOKUP:
             return {"chunks": rt.lookup(keys)}, None
         if op == P.HOLD:
-            slabs = rt.hold_prefix(keys, P.field(h, "max_chunks", int))
+            max_chunks = P.field(h, "max_chunks", int)
+            if not 0 <= max_chunks <= len(keys):
+                raise P.ProtocolError("max_chunks must be between 0 and the number of keys")
+            slabs = rt.hold_prefix(keys, max_chunks)
             lease = next(self._ids)
             with s.lock:
                 s.leases[lease] = (pool, keys[: len(slabs)], deadline)

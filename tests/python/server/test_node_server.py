@@ -258,3 +258,33 @@ def test_the_server_serves_the_node_control_api_and_metrics(tmp_path):
             assert 'lmcache_stored_tokens_total{cache="pool-1"' in text
     finally:
         node.stop()
+
+
+def test_bad_requests_get_one_line_errors_and_the_session_goes_on(node):
+    with engine(node) as a:
+        a.register_kv_caches(flash_attn_cache(blocks=16))
+        a.store(DOC, block_ids=list(range(16)))
+        pool, keys = a._runtime._pool, a.keys(DOC).to_bytes()
+        s = _raw_client(node.socket_path)
+        for header in ({"pool": pool, "max_chunks": -1}, {"pool": pool, "max_chunks": 10**30},
+                       {"pool": pool, "max_chunks": "8"}, {"pool": "1"}, {}):
+            P.send(s, P.HOLD, header, keys)
+            op, reply, _, _ = P.recv(s)
+            assert op == P.ERROR and reply["error"], header
+        P.send(s, P.RELEASE, {"pool": pool, "lease": 12345})  # not ours: nothing happens
+        assert P.recv(s)[1] == {"released": False}
+        P.send(s, P.COMMIT, {"pool": pool, "write": 999})
+        assert P.recv(s)[1] == {"published": 0}
+        P.send(s, P.HOLD, {"pool": pool, "max_chunks": 8}, keys)  # the session still works
+        op, reply, _, _ = P.recv(s)
+        assert op == P.OK and len(reply["slabs"]) == 8
+        s.close()
+
+
+def test_an_existing_socket_directory_is_never_re_permissioned(tmp_path):
+    open_dir = tmp_path / "shared-dir"
+    open_dir.mkdir(mode=0o755)
+    os.chmod(open_dir, 0o755)
+    with pytest.raises(RuntimeError, match="mode 700"):
+        NodeServerProcess(str(open_dir / "s.sock"), chunk_size=16, l1_capacity_gb=0.02)
+    assert oct(os.stat(open_dir).st_mode & 0o777) == "0o755"
