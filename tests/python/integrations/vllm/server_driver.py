@@ -41,6 +41,15 @@ def main() -> None:
     res["stats2"] = query_worker_stats(e2)
     shutdown(llm1)
     shutdown(llm2)
+
+    # Tensor parallel 2 on the same server: each rank attaches and keeps its
+    # heads under keys of its own (one core per rank here).
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "0|1"
+    e3 = f"srv-tp2-{uuid.uuid4()}"
+    llm3 = make_llm(model, extra, e3, tp=2)
+    res["tp2"] = [generate(llm3, [doc])[0] for _ in range(2)]
+    res["stats_tp2"] = [query_worker_stats(e3, rank) for rank in (0, 1)]
+    shutdown(llm3)
     print("RESULTS " + json.dumps(res), flush=True)
 
 

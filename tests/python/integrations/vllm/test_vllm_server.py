@@ -48,3 +48,12 @@ def test_both_engines_see_one_cache(results):
     # One pool for the node: both engines report the server's counters.
     assert s2["loaded_tokens"] >= 2303 + 1279 and s2["load_errors"] == 0
     assert s1["stored_chunks"] == s2["stored_chunks"] == 9 + 5
+
+
+def test_every_tensor_parallel_rank_attaches(results):
+    first, second = results["tp2"]
+    base = results["baseline"][0]["ids"]
+    assert first["ids"] == second["ids"] == base
+    assert first["cached"] == 0 and second["cached"] == 2303
+    for s in results["stats_tp2"]:
+        assert s["server_connected"] and s["load_errors"] == 0
