@@ -56,7 +56,11 @@ if ((with_sglang)); then
 fi
 
 # lmcache itself, from this checkout (a different project named lmcache is on PyPI).
+# Built against the shared libxxhash and liburing of this machine: Debian's
+# static libxxhash (what wheels for other machines link) lacks the run-time
+# AVX2 dispatch, which stores need to checksum at copy speed.
 echo "setup: pip install . (builds the native core)"
-"$PY" -m pip install -q --no-build-isolation --no-deps .
-if ((with_sglang)); then "$SGLANG_VENV/bin/pip" install -q --no-build-isolation --no-deps .; fi
+LOCAL_BUILD=(-Ccmake.define.LMCACHE_STATIC_DEPS=OFF)
+"$PY" -m pip install -q --no-build-isolation --no-deps "${LOCAL_BUILD[@]}" .
+if ((with_sglang)); then "$SGLANG_VENV/bin/pip" install -q --no-build-isolation --no-deps "${LOCAL_BUILD[@]}" .; fi
 "$PY" -c 'import lmcache, lmcache._core as c; print("setup: lmcache", lmcache.__version__, "device backend:", c.device_backend())'

@@ -35,6 +35,7 @@ BENCHMARKS = {
     "remote": ("bench_remote.py", "~30 s: L3 store/load against its own redis-server, codecs"),
     "vllm": ("bench_vllm.py", "~7 minutes: TTFT in 4 vLLM engine processes"),
     "blend": ("bench_blend.py", "~12 minutes: blending quality, then 3 vLLM engine processes (-- --no-vllm: seconds)"),
+    "throughput": ("bench_throughput.py", "~5 minutes: multi-round QA, vLLM alone vs lmcache vs two engines on a server"),
 }
 DEFAULT_SELECTION = ("core", "disk")
 LOG_TAIL_LINES = 15
