@@ -8,6 +8,7 @@ is counted twice: every scrape reads the current values.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -81,8 +82,11 @@ class _Families:
                 yield value
 
 
-def _add_engine(f: _Families, labels: list, s: dict) -> None:
-    cs, rec = s["chunk_size"], s.get("record_bytes", 0)
+def _add_engine(f: _Families, labels: list, stats: dict) -> None:
+    # A counter a cache does not report (a node-server client that has not
+    # reached its server yet) reads as 0, never a failed scrape.
+    s = defaultdict(int, stats)
+    cs, rec = s["chunk_size"], s["record_bytes"]
     f.lookups.add_metric(labels, s["lookups"])
     f.lookup_tokens.add_metric(labels, s["lookup_tokens"])
     disk_hits = s.get("lookup_disk_hit_tokens", 0)

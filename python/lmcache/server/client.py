@@ -161,9 +161,14 @@ class ServerRuntime:
         reply = self._ask(P.STATS, {}, None, default=None)
         if reply:
             self._last_stats = {**reply["stats"], **{f"server_{k}": v for k, v in reply["server"].items()}}
-        stats = dict(self._last_stats) or {"lookups": 0, "lookup_tokens": 0, "lookup_hit_tokens": 0,
-                                           "loaded_tokens": 0, "stored_chunks": 0, "disk_enabled": False,
-                                           "remote_enabled": False}
+        if not self._last_stats:
+            # Never reached the server yet: every counter at zero, under the names the runtime uses.
+            zeros = {k: (False if isinstance(v, bool) else 0) for k, v in self._keys_rt.stats().items()} \
+                if self._keys_rt is not None else {}
+            self._last_stats = {"lookups": 0, "lookup_tokens": 0, "lookup_hit_tokens": 0, "loaded_tokens": 0,
+                                "loaded_chunks": 0, "stored_chunks": 0, "disk_enabled": False,
+                                "remote_enabled": False, **zeros}
+        stats = dict(self._last_stats)
         stats.update(self.client_stats)
         stats["server_connected"] = self._sock is not None
         return stats

@@ -39,6 +39,9 @@ from lmcache.server import protocol as P
 logger = logging.getLogger(__name__)
 
 Shape = tuple  # (num_layers, num_planes, num_heads, head_dim, dtype, opaque_block_size)
+# Every pool takes l1_capacity_gb of memory: a handful of models (and their
+# tensor-parallel shapes) per server, not one per request an engine makes up.
+MAX_POOLS = 8
 
 
 class Pool:
@@ -54,8 +57,12 @@ class Pool:
                                   name=f"pool-{pool_id}")
         self.runtime = self.engine._runtime
         layers, planes, heads, head_dim, dtype, opaque = shape
-        self.runtime.set_shape(layers, planes, heads, head_dim, dtype, opaque)
-        self.fd, self.region_bytes, self.slab_bytes = self.runtime.shared_pool()
+        try:
+            self.runtime.set_shape(layers, planes, heads, head_dim, dtype, opaque)
+            self.fd, self.region_bytes, self.slab_bytes = self.runtime.shared_pool()
+        except BaseException:
+            self.engine.close()  # a shape it cannot hold leaves nothing behind
+            raise
 
 
 @dataclass(eq=False)  # compared and hashed by identity (kept in a set)
@@ -236,6 +243,9 @@ class NodeServer:
         with self._pools_lock:
             pool = self._pools.get(shape)
             if pool is None:
+                if len(self._pools) >= MAX_POOLS:
+                    raise P.ProtocolError(f"this server already holds {MAX_POOLS} KV shapes (each a pool of "
+                                          "l1_capacity_gb); run another server for more models")
                 pool = self._pools[shape] = Pool(len(self._pools) + 1, self.config, shape)
                 logger.info("lmcache server: pool %d for KV shape %s (%d slabs of %d bytes)", pool.id, shape,
                             pool.region_bytes // pool.slab_bytes, pool.slab_bytes)

@@ -288,3 +288,29 @@ def test_an_existing_socket_directory_is_never_re_permissioned(tmp_path):
     with pytest.raises(RuntimeError, match="mode 700"):
         NodeServerProcess(str(open_dir / "s.sock"), chunk_size=16, l1_capacity_gb=0.02)
     assert oct(os.stat(open_dir).st_mode & 0o777) == "0o755"
+
+
+def test_metrics_of_an_engine_whose_server_is_away_still_scrape(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from lmcache import metrics
+
+    cfg = lmcache.Config(chunk_size=16, server_socket=str(tmp_path / "run" / "none.sock"), model_id="m")
+    with lmcache.CacheEngine(cfg) as a:
+        families = list(text_string_to_metric_families(metrics.exposition(lambda: [("main", a)]).decode()))
+        assert any(f.name == "lmcache_lookups" for f in families)
+        a.register_kv_caches(flash_attn_cache(blocks=16))
+        assert a.stats()["server_connected"] is False
+        families = list(text_string_to_metric_families(metrics.exposition(lambda: [("main", a)]).decode()))
+        assert any(f.name == "lmcache_hit_tokens" for f in families)
+
+
+def test_a_shape_the_pool_cannot_hold_is_refused_and_leaves_nothing(node):
+    s = _raw_client(node.socket_path)
+    P.send(s, P.SHAPE, {"shape": [2, 2, 2, 16, "no-such-dtype", 0]})
+    op, reply, _, fds = P.recv(s, want_fds=1)
+    assert op == P.ERROR and not fds
+    P.send(s, P.SHAPE, {"shape": [4096, 2, 64, 128, "float32", 0]})  # a chunk larger than the whole pool
+    op, reply, _, fds = P.recv(s, want_fds=1)
+    assert op == P.ERROR and "smaller than one chunk" in reply["error"] and not fds
+    s.close()
