@@ -44,7 +44,11 @@ class ServerRuntime:
         self._path = os.path.abspath(config.server.server_socket)
         self._tp = (tp_rank, tp_size)
         self._record_key = record_key
-        self._lock = threading.Lock()  # one request at a time on the connection
+        # One request at a time on the connection, and a load's or store's
+        # whole sequence (lease, copy, release) under it: a reattach by
+        # another thread (the lookup thread) remaps the pool, which must
+        # never happen under a copy.
+        self._lock = threading.RLock()
         self._sock: Optional[socket.socket] = None
         self._server_id = ""
         self._pool = 0
@@ -101,6 +105,10 @@ class ServerRuntime:
         return reply["chunks"] if reply else 0
 
     def begin_load(self, keys, layout, slots, stream: int = 0) -> "_Load":
+        with self._lock:
+            return self._load_locked(keys, layout, slots)
+
+    def _load_locked(self, keys, layout, slots) -> "_Load":
         cs = self._config.chunk_size
         n = len(slots) if hasattr(slots, "__len__") else 0
         reply = self._ask(P.HOLD, {"max_chunks": (n + cs - 1) // cs}, keys, default=None)
@@ -116,6 +124,10 @@ class ServerRuntime:
         return _Load(tokens, layout.num_layers)
 
     def begin_store(self, keys, layout, slots, stream: int = 0) -> "_Store":
+        with self._lock:
+            return self._store_locked(keys, layout, slots)
+
+    def _store_locked(self, keys, layout, slots) -> "_Store":
         cs = self._config.chunk_size
         whole = min(len(keys), len(slots) // cs)
         if whole == 0:

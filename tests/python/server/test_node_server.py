@@ -314,3 +314,50 @@ def test_a_shape_the_pool_cannot_hold_is_refused_and_leaves_nothing(node):
     op, reply, _, fds = P.recv(s, want_fds=1)
     assert op == P.ERROR and "smaller than one chunk" in reply["error"] and not fds
     s.close()
+
+
+def test_loads_and_lookups_from_two_threads_across_a_server_restart(node):
+    """The lookup thread of a vLLM worker may reattach (and remap the pool)
+    while the main thread loads: every load either completes whole or
+    delivers nothing, and the data loaded is always right."""
+    import threading
+
+    src = flash_attn_cache(blocks=16)
+    with engine(node) as a:
+        a.register_kv_caches(src)
+        a.store(DOC, block_ids=list(range(16)))
+        a.flush_writes()
+        stop, errors, loads = threading.Event(), [], []
+
+        def looker():
+            while not stop.is_set():
+                try:
+                    a.lookup(DOC)
+                except Exception as e:  # noqa: BLE001 - any exception is a failure of this test
+                    errors.append(e)
+
+        def loader():
+            while not stop.is_set():
+                dst = flash_attn_cache(blocks=16, fill=False)
+                try:
+                    n = a.load(DOC, dst, block_ids=list(range(16)))
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+                    continue
+                loads.append(n)
+                if n == 128 and not all(torch.equal(x, y) for x, y in zip(src, dst)):
+                    errors.append(AssertionError("wrong KV loaded"))
+
+        threads = [threading.Thread(target=looker), threading.Thread(target=loader)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        node.kill()
+        time.sleep(0.3)
+        node.start()
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        assert 0 in loads and loads[-1] == 128  # misses while it was away, hits from its disk tier after
