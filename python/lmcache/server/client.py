@@ -27,6 +27,7 @@ from typing import Any, Optional
 from lmcache import _core
 from lmcache.config import Config
 from lmcache.errors import ConfigError, InvalidStateError
+from lmcache.peer_creds import peer_creds
 from lmcache.server import protocol as P
 
 logger = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ class ServerRuntime:
         try:
             sock.connect(self._path)
             # The server must be of our user (or root): nobody else may hand us a pool to write KV into.
-            _, uid, _ = _creds(sock)
+            _, uid, _ = peer_creds(sock)
             if uid not in (os.geteuid(), 0):
                 raise ServerUnavailable(f"{self._path} is served by uid {uid}, not ours")
             P.send(sock, P.HELLO, {"version": P.VERSION})
@@ -338,12 +339,6 @@ class _Store:
 
     def finish(self) -> int:
         return self.tokens
-
-
-def _creds(sock: socket.socket) -> tuple[int, int, int]:
-    import struct
-
-    return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
 
 
 def _check_socket_dir(path: str) -> None:

@@ -34,6 +34,7 @@ from lmcache import _core
 from lmcache.config import Config
 from lmcache.engine import CacheEngine
 from lmcache.errors import ConfigError, LMCacheError
+from lmcache.peer_creds import peer_creds
 from lmcache.server import protocol as P
 
 logger = logging.getLogger(__name__)
@@ -319,10 +320,8 @@ class NodeServer:
 
 
 def _peer_creds(conn: socket.socket) -> Optional[tuple[int, int]]:
-    import struct
-
     try:
-        pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        pid, uid, _ = peer_creds(conn)
         return pid, uid
     except OSError:
         return None

@@ -62,12 +62,12 @@ from lmcache.integrations.vllm.lookup_frames import (
     Request,
     read_request,
 )
+from lmcache.peer_creds import peer_uid
 
 logger = logging.getLogger(__name__)
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
-_UCRED = struct.Struct("3i")  # pid, uid, gid
 _MAX_STATS_REPLY = 64 << 20
 _RECV_PIECE = 64 << 10
 _UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the trailing NUL
@@ -120,11 +120,6 @@ def _make_private_dir(path: str) -> None:
     except FileExistsError:
         pass  # another rank made it, or an earlier run: checked below like any other
     check_private_dir(path)
-
-
-def peer_uid(sock: socket.socket) -> int:
-    _, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    return uid
 
 
 def _write_secret(path: str, secret: bytes) -> None:
